@@ -1,0 +1,30 @@
+# Two commands: `make run` (the study on the default config) and `make test` (the test suite).
+# Both create .venv with pinned dependencies on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+SNAKEMAKE_ARGS ?=
+
+.PHONY: run test lint clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=python3.11)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	# torchattacks is only a test reference; its metadata pins requests~=2.25 (snakemake needs newer), so no deps.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps torchattacks==3.5.1
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/snakemake --cores all --show-failed-logs $(SNAKEMAKE_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -ra
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+
+clean:
+	rm -rf results logs .snakemake

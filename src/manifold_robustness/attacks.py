@@ -1,0 +1,235 @@
+"""Projected-gradient attacks in a box: L_inf PGD on images, and the engine later reused for attacks on codes
+and latents (every constraint set in this study is a box: the eps-ball intersected with [0, 1], or a latent
+eta-box intersected with the latent's range).
+
+The engine maximizes the cross-entropy of the model on `decode(v)` over v in [lo, hi], starting from a
+point drawn uniformly in the radius-box around the clean variable and clipped to [lo, hi]. Two step rules:
+signed gradient (Madry et al.; the default) and Adam on the perturbation (the original implementation's
+choice). Random starts are drawn per (seed, example index, restart), so a result never depends on batch size,
+chunking or how restarts are laid out.
+
+What each restart keeps:
+- early_stop=True (evaluation): the first iterate that is misclassified; the example then leaves the active
+  batch. If no iterate succeeds, the iterate with the highest loss.
+- early_stop=False (adversarial training): the iterate with the highest loss over all `steps + 1` iterates.
+A restart counts as successful when the iterate it keeps is misclassified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Decoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+STEP_RULES = ("sign", "adam")
+LAYOUTS = ("auto", "sequential", "folded")
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Budget and optimizer of a box attack; `eps` is the radius of the box around the clean variable."""
+
+    eps: float = 0.3
+    steps: int = 40
+    step_size: float = 0.01
+    restarts: int = 5
+    optimizer: str = "sign"
+    adam_lr: float = 0.005
+    early_stop: bool = True
+    seed: int = 0
+    layout: str = "auto"
+    batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in STEP_RULES:
+            raise ValueError(f"optimizer must be one of {STEP_RULES}, got '{self.optimizer}'")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got '{self.layout}'")
+        if self.eps < 0 or self.steps < 0 or self.restarts < 1 or self.batch_size < 1:
+            raise ValueError(f"need eps >= 0, steps >= 0, restarts >= 1, batch_size >= 1; got {self}")
+
+
+@dataclass
+class AttackResult:
+    """Per example (n) and restart (R): the kept variable, whether it fools the model, its loss and prediction."""
+
+    labels: torch.Tensor  # (n,)
+    clean_pred: torch.Tensor  # (n,)
+    variables: torch.Tensor  # (n, R, *shape): adversarial images for PGD
+    success: torch.Tensor  # (n, R) bool
+    loss: torch.Tensor  # (n, R) float
+    pred: torch.Tensor  # (n, R) long
+    steps_to_success: torch.Tensor  # (n, R) long, -1 where the restart never succeeded
+
+    @property
+    def correct(self) -> torch.Tensor:
+        """Examples the model classifies correctly before the attack: the ones success rates are over."""
+        return self.clean_pred == self.labels
+
+    def best_restart(self) -> torch.Tensor:
+        """Per example, a successful restart with the highest loss, else the restart with the highest loss."""
+        score = self.loss.masked_fill(~torch.isfinite(self.loss), -torch.inf) + self.success.float() * 1e30
+        return score.argmax(dim=1)
+
+    def best_variables(self) -> torch.Tensor:
+        """The variable of `best_restart` for every example, shape (n, *shape)."""
+        return self.variables[torch.arange(len(self.labels)), self.best_restart()]
+
+
+def success_rates(success: np.ndarray | torch.Tensor, correct: np.ndarray | torch.Tensor) -> dict[str, float]:
+    """Both success-rate definitions, over the examples the model gets right before the attack.
+
+    `success`: fraction of (restart, example) pairs that succeed (the original implementation's average);
+    `success_any`: fraction of examples for which any restart succeeds (the robust-accuracy convention);
+    `robust_accuracy`: fraction of all examples that are correct and survive every restart.
+    """
+    success = torch.as_tensor(np.asarray(success), dtype=torch.bool)
+    correct = torch.as_tensor(np.asarray(correct), dtype=torch.bool)
+    n, n_correct = len(correct), int(correct.sum())
+    attacked = success[correct]
+    any_success = attacked.any(dim=1)
+    return {
+        "success": float(attacked.float().mean()) if n_correct else float("nan"),
+        "success_any": float(any_success.float().mean()) if n_correct else float("nan"),
+        "robust_accuracy": float((n_correct - int(any_success.sum())) / n) if n else float("nan"),
+        "n_attacked": n,
+        "n_correct": n_correct,
+    }
+
+
+def restart_noise(indices: torch.Tensor, restart: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Uniform [-1, 1] noise of `shape` for each example, determined by (seed, example index, restart) alone."""
+    out = torch.empty(len(indices), *shape)
+    for row, index in enumerate(indices.tolist()):
+        state = np.random.SeedSequence((seed, index, restart)).generate_state(1, dtype=np.uint64)[0]
+        gen = torch.Generator().manual_seed(int(state))
+        out[row] = torch.rand(shape, generator=gen) * 2 - 1
+    return out
+
+
+def resolve_layout(layout: str, device: torch.device) -> str:
+    """Restart layout by device, as measured: separate batches per restart on CPU, one folded batch on GPU."""
+    if layout != "auto":
+        return layout
+    return "folded" if device.type == "cuda" else "sequential"
+
+
+def _optimize(model: nn.Module, decode: Decoder, v0: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+              y: torch.Tensor, rows: torch.Tensor, cfg: AttackConfig) -> tuple[torch.Tensor, ...]:
+    """Run one batch of independent attack trajectories; returns kept variable, success, loss, pred, step."""
+    m = len(v0)
+    v = v0.clone()
+    kept = v0.clone()
+    best_loss = torch.full((m,), -torch.inf, device=v.device)
+    success = torch.zeros(m, dtype=torch.bool, device=v.device)
+    pred = y.clone()
+    first_hit = torch.full((m,), -1, dtype=torch.long, device=v.device)
+    moment1 = torch.zeros_like(v) if cfg.optimizer == "adam" else None
+    moment2 = torch.zeros_like(v) if cfg.optimizer == "adam" else None
+    active = torch.arange(m, device=v.device)
+    for t in range(cfg.steps + 1):
+        if len(active) == 0:
+            break
+        last = t == cfg.steps
+        va = v[active].detach().requires_grad_(not last)
+        with torch.set_grad_enabled(not last):
+            logits = model(decode(va, rows[active]))
+            losses = F.cross_entropy(logits, y[active], reduction="none")
+        p = logits.detach().argmax(dim=1)
+        hit = p != y[active]
+        improved = losses.detach() > best_loss[active]
+        record = (hit | improved) if cfg.early_stop else improved
+        idx = active[record]
+        kept[idx] = va.detach()[record]
+        best_loss[idx] = losses.detach()[record]
+        pred[idx] = p[record]
+        success[idx] = hit[record]
+        newly = active[hit & (first_hit[active] < 0)]
+        first_hit[newly] = t
+        if last:
+            break
+        (grad,) = torch.autograd.grad(losses.sum(), va)
+        go = ~hit if cfg.early_stop else torch.ones_like(hit)
+        a, g = active[go], grad[go]
+        if cfg.optimizer == "sign":
+            step = cfg.step_size * g.sign()
+        else:
+            b1, b2 = 0.9, 0.999
+            moment1[a] = b1 * moment1[a] + (1 - b1) * g
+            moment2[a] = b2 * moment2[a] + (1 - b2) * g * g
+            m_hat = moment1[a] / (1 - b1 ** (t + 1))
+            v_hat = moment2[a] / (1 - b2 ** (t + 1))
+            step = cfg.adam_lr * m_hat / (v_hat.sqrt() + 1e-8)
+        v[a] = torch.maximum(torch.minimum(v[a] + step, hi[a]), lo[a])
+        active = a
+    return kept, success, best_loss, pred, first_hit
+
+
+def box_attack(model: nn.Module, decode: Decoder, center: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+               labels: torch.Tensor, cfg: AttackConfig, indices: torch.Tensor | None = None,
+               clean_images: torch.Tensor | None = None) -> AttackResult:
+    """Attack every example from `cfg.restarts` random starts; the model's train/eval mode is restored after.
+
+    `decode(v, rows)` maps variables of the examples at positions `rows` to images; `indices` (default
+    0..n-1) are the examples' identities that seed their random starts; `clean_images` (default
+    `decode(center)`) give the clean prediction.
+    """
+    n = len(center)
+    device = center.device
+    indices = torch.arange(n) if indices is None else indices.cpu()
+    layout = resolve_layout(cfg.layout, device)
+    shape = tuple(center.shape[1:])
+    out_v = torch.empty(n, cfg.restarts, *shape, device=device)
+    out = {k: torch.empty(n, cfg.restarts, dtype=d, device=device)
+           for k, d in (("success", torch.bool), ("loss", torch.float32), ("pred", torch.long), ("step", torch.long))}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            rows_all = torch.arange(n, device=device)
+            clean = clean_images if clean_images is not None else decode(center, rows_all)
+            clean_pred = torch.cat([model(clean[i:i + cfg.batch_size]).argmax(1) for i in range(0, n, cfg.batch_size)])
+        groups = [[r] for r in range(cfg.restarts)] if layout == "sequential" else [list(range(cfg.restarts))]
+        for start in range(0, n, cfg.batch_size):
+            sl = slice(start, min(start + cfg.batch_size, n))
+            for restarts in groups:
+                k = len(restarts)
+                noise = torch.cat([restart_noise(indices[sl], r, shape, cfg.seed) for r in restarts]).to(device)
+                rep = lambda t: t[sl].repeat(k, *([1] * (t.dim() - 1)))  # noqa: E731 (restart-major folding)
+                c, l, h = rep(center), rep(lo), rep(hi)
+                v0 = torch.maximum(torch.minimum(c + cfg.eps * noise, h), l)
+                kept, succ, loss, pred, step = _optimize(model, decode, v0, l, h, rep(labels), rep(rows_all), cfg)
+                width = sl.stop - sl.start
+                for j, r in enumerate(restarts):
+                    part = slice(j * width, (j + 1) * width)
+                    out_v[sl, r] = kept[part]
+                    out["success"][sl, r], out["loss"][sl, r] = succ[part], loss[part]
+                    out["pred"][sl, r], out["step"][sl, r] = pred[part], step[part]
+    finally:
+        model.train(was_training)
+    return AttackResult(labels=labels, clean_pred=clean_pred, variables=out_v, success=out["success"],
+                        loss=out["loss"], pred=out["pred"], steps_to_success=out["step"])
+
+
+def _identity(v: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    return v
+
+
+def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: AttackConfig,
+        indices: torch.Tensor | None = None) -> AttackResult:
+    """L_inf PGD: maximize cross-entropy over ||delta||_inf <= eps with x + delta in [0, 1]."""
+    if images.numel() and (images.min() < 0 or images.max() > 1):
+        raise ValueError(f"images must lie in [0, 1], got range [{images.min():.3g}, {images.max():.3g}]")
+    lo = (images - cfg.eps).clamp(0, 1)
+    hi = (images + cfg.eps).clamp(0, 1)
+    return box_attack(model, _identity, images, lo, hi, labels, cfg, indices, clean_images=images)
+
+
+def training_config(cfg: AttackConfig) -> AttackConfig:
+    """The variant used inside adversarial training: one restart, full iterations, highest-loss iterate."""
+    return replace(cfg, restarts=1, early_stop=False)

@@ -1,0 +1,120 @@
+"""Dataset files: building FONTS from a glyph bank, and reading/writing the HDF5 layout every stage shares.
+
+Layout of `results/data/{dataset}.h5`: groups `train` and `test`, each with `images` float32 (n,1,28,28) in
+[0,1] and `labels` int64 (n,); FONTS adds `codes` float32 (n,6) and `font` int64 (n,), and a group `glyphs`
+with the bank (F,10,28,28) and the font file names it came from.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+import torch
+
+from .io import atomic_path
+from .transformer import CODE_NAMES, TransformRanges, decode, sample_codes
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class FontsSpec:
+    """How many images per (font, letter) and split, the code ranges, and the seed of the sampling."""
+
+    per_font_class_train: int
+    per_font_class_test: int
+    ranges: TransformRanges
+    seed: int
+
+
+def render_split(glyphs: torch.Tensor, per_font_class: int, ranges: TransformRanges,
+                 generator: torch.Generator, chunk: int = 4096) -> dict[str, np.ndarray]:
+    """Render `per_font_class` images of every (font, letter) with uniformly sampled codes."""
+    n_fonts, n_classes = glyphs.shape[:2]
+    font = torch.arange(n_fonts).repeat_interleave(n_classes * per_font_class)
+    label = torch.arange(n_classes).repeat_interleave(per_font_class).repeat(n_fonts)
+    codes = sample_codes(len(font), ranges, generator)
+    images = torch.cat([decode(glyphs, font[i:i + chunk], label[i:i + chunk], codes[i:i + chunk])
+                        for i in range(0, len(font), chunk)])
+    return {
+        "images": images.clamp(0, 1).numpy().astype(np.float32),
+        "labels": label.numpy().astype(np.int64),
+        "codes": codes.numpy().astype(np.float32),
+        "font": font.numpy().astype(np.int64),
+    }
+
+
+def make_fonts(glyph_bank: np.ndarray, spec: FontsSpec) -> dict[str, dict[str, np.ndarray]]:
+    """Both FONTS splits from one glyph bank; the split is by transformation sample, so every font is in both."""
+    spec.ranges.validate()
+    glyphs = torch.from_numpy(glyph_bank).float()
+    generator = torch.Generator().manual_seed(spec.seed)
+    with torch.no_grad():
+        return {
+            "train": render_split(glyphs, spec.per_font_class_train, spec.ranges, generator),
+            "test": render_split(glyphs, spec.per_font_class_test, spec.ranges, generator),
+        }
+
+
+def write_dataset(path: str | os.PathLike, splits: dict[str, dict[str, np.ndarray]],
+                  glyph_bank: np.ndarray | None = None, font_names: list[str] | None = None,
+                  attrs: dict | None = None) -> None:
+    """Write the dataset file atomically; images are chunked per example and compressed."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        for split, arrays in splits.items():
+            group = h5.create_group(split)
+            for key, value in arrays.items():
+                chunks = (min(256, len(value)), *value.shape[1:]) if value.ndim > 1 else None
+                group.create_dataset(key, data=value, chunks=chunks, compression="gzip", compression_opts=1)
+        if glyph_bank is not None:
+            g = h5.create_group("glyphs")
+            g.create_dataset("images", data=glyph_bank.astype(np.float32))
+            g.create_dataset("font_names", data=np.array(font_names or [], dtype=h5py.string_dtype()))
+        h5.attrs["code_names"] = list(CODE_NAMES)
+        for key, value in (attrs or {}).items():
+            h5.attrs[key] = value
+
+
+def read_split(path: str | os.PathLike, split: str) -> dict[str, np.ndarray]:
+    """Read one split as numpy arrays, naming the file and the fix if it is not a complete dataset file."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got '{split}'")
+    try:
+        with h5py.File(path, "r") as h5:
+            if split not in h5:
+                raise KeyError(split)
+            data = {key: h5[split][key][()] for key in h5[split]}
+    except (OSError, KeyError) as err:
+        raise RuntimeError(f"{path} is missing, corrupt or lacks the '{split}' split ({err}); delete it and rerun "
+                           "the data rule") from err
+    images, labels = data.get("images"), data.get("labels")
+    if images is None or labels is None or images.ndim != 4 or images.shape[1:] != (1, 28, 28) \
+            or len(images) != len(labels):
+        raise RuntimeError(f"{path}:{split} does not hold images (n,1,28,28) with matching labels; delete and rerun")
+    return data
+
+
+def read_glyph_bank(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
+    """The FONTS glyph bank (F,10,28,28) and the font file names, for the true decoder."""
+    with h5py.File(path, "r") as h5:
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in h5["glyphs/font_names"][()]]
+        return h5["glyphs/images"][()], names
+
+
+def training_subset(n_available: int, n_train: int, subset_seed: int) -> np.ndarray:
+    """Indices of the first `n_train` images of one fixed permutation, so subsets for growing N are nested."""
+    if not 0 < n_train <= n_available:
+        raise ValueError(f"N={n_train} training images requested but the training set holds {n_available}; "
+                         "lower classifiers.n_train in the config or render more images per font")
+    perm = torch.randperm(n_available, generator=torch.Generator().manual_seed(subset_seed))
+    return perm[:n_train].numpy()
+
+
+def evaluation_subset(n_available: int, n_eval: int, seed: int) -> np.ndarray:
+    """Indices of the test images that every model is attacked on (the same for all models), sorted."""
+    n_eval = min(n_eval, n_available)
+    perm = torch.randperm(n_available, generator=torch.Generator().manual_seed(seed))
+    return np.sort(perm[:n_eval].numpy())

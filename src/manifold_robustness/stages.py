@@ -1,0 +1,149 @@
+"""One entry point per workflow stage. Each takes plain paths and config dicts (as Snakemake holds them) and
+knows nothing of Snakemake, so the tests run exactly what the workflow runs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import __version__
+from .attack_io import save_attack
+from .attacks import AttackConfig, pgd
+from .data import FontsSpec, evaluation_subset, make_fonts, read_split, training_subset, write_dataset
+from .device import configure_torch, resolve_device
+from .figures import fig4_regular_robustness
+from .fonts import build_glyph_bank, default_font_dirs, discover_font_files, extract_fonts, fetch_archive
+from .io import write_json
+from .models import save_classifier
+from .tables import metrics_row, metrics_table, write_table
+from .training import TrainConfig, error_rate, train_classifier
+from .transformer import PRESETS
+
+log = logging.getLogger(__name__)
+
+
+def log_to(path: str | os.PathLike) -> None:
+    """Send stderr (tracebacks, tqdm, logging) to the job's log file, line-buffered."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr = open(path, "w", buffering=1)  # noqa: SIM115 (lives as long as the job)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def attack_config(section: dict, **overrides) -> AttackConfig:
+    """Build an AttackConfig from a config section, ignoring keys that are not attack settings."""
+    names = {f.name for f in fields(AttackConfig)}
+    return AttackConfig(**{**{k: v for k, v in section.items() if k in names}, **overrides})
+
+
+def fetch_fonts(archive_cfg: dict, archive_path: str, out_dir: str) -> None:
+    """Download (or reuse) the pinned font archive and extract its font files into `out_dir`."""
+    if not archive_cfg["url"]:
+        raise ValueError("fonts.source is 'archive' but fonts.archive.url is empty; set the archive's URL")
+    digest = fetch_archive(archive_cfg["url"], archive_path, archive_cfg["sha256"])
+    files = extract_fonts(archive_path, out_dir)
+    log.info("archive %s (sha256 %s): %d font files extracted to %s", archive_path, digest, len(files), out_dir)
+
+
+def build_fonts(fonts_cfg: dict, out: str, archive_dir: str | None = None) -> None:
+    """Find fonts, build the glyph bank, render both FONTS splits, and write `results/data/fonts.h5`."""
+    if fonts_cfg["source"] == "archive":
+        dirs = [archive_dir] + list(fonts_cfg["extra_dirs"])
+    else:
+        dirs = default_font_dirs(fonts_cfg["include_matplotlib"], fonts_cfg["include_system"], fonts_cfg["extra_dirs"])
+    paths = discover_font_files(dirs)
+    log.info("looked in %s: %d font files", dirs, len(paths))
+    bank, kept, verdicts = build_glyph_bank(paths, fonts_cfg["max_fonts"], fonts_cfg["shuffle_seed"],
+                                            fonts_cfg["min_recognized"], point_size=fonts_cfg["point_size"])
+    for v in verdicts:
+        if not v.kept:
+            log.info("dropped %s: %s", v.path, v.reason)
+    log.info("kept %d fonts: %s", len(kept), ", ".join(p.name for p in kept))
+    spec = FontsSpec(fonts_cfg["per_font_class_train"], fonts_cfg["per_font_class_test"],
+                     PRESETS[fonts_cfg["ranges"]], fonts_cfg["seed"])
+    splits = make_fonts(bank, spec)
+    r = spec.ranges
+    write_dataset(out, splits, bank, [str(p) for p in kept], attrs={
+        "dataset": "fonts", "ranges": fonts_cfg["ranges"], "ranges_low": r.low.numpy(), "ranges_high": r.high.numpy(),
+        "seed": spec.seed, "n_fonts": len(kept), "letters": "ABCDEFGHIJ"})
+    log.info("wrote %s: %d train, %d test images", out, len(splits["train"]["labels"]), len(splits["test"]["labels"]))
+
+
+def load_tensors(data_path: str, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels of one split on `device`."""
+    data = read_split(data_path, split)
+    return torch.from_numpy(data["images"]).to(device), torch.from_numpy(data["labels"]).to(device)
+
+
+def train(data_path: str, model_path: str, metrics_path: str, dataset: str, mode: str, n_train: int, seed: int,
+          cls_cfg: dict, device_name: str = "auto", threads: int = 1) -> dict:
+    """Train one classifier on the first `n_train` images of the fixed permutation; write model and metrics."""
+    configure_torch(threads)
+    device = resolve_device(device_name)
+    images, labels = load_tensors(data_path, "train", device)
+    subset = torch.from_numpy(training_subset(len(labels), n_train, cls_cfg["subset_seed"])).to(device)
+    cfg = TrainConfig(mode=mode, epochs=cls_cfg["epochs"], batch_size=cls_cfg["batch_size"], lr=cls_cfg["lr"],
+                      lr_decay=cls_cfg["lr_decay"], weight_decay=cls_cfg["weight_decay"], seed=seed,
+                      adversarial_fraction=cls_cfg["adversarial_fraction"],
+                      attack=attack_config(cls_cfg.get("adversarial_attack", {})))
+    start = time.perf_counter()
+    model, history = train_classifier(images[subset], labels[subset], cfg)
+    seconds = time.perf_counter() - start
+    test_images, test_labels = load_tensors(data_path, "test", device)
+    metrics = {
+        "dataset": dataset, "mode": mode, "n_train": n_train, "seed": seed, "epochs": cfg.epochs,
+        "test_error": error_rate(model, test_images, test_labels),
+        "train_error": error_rate(model, images[subset], labels[subset]),
+        "n_test": len(test_labels), "train_seconds": seconds, "history": history,
+        "config": {k: v for k, v in cls_cfg.items() if mode == "adversarial" or k != "adversarial_attack"},
+        "device": str(device), "threads": threads, "torch": torch.__version__, "package": __version__,
+        "python": platform.python_version(),
+    }
+    save_classifier(model, model_path)
+    write_json(metrics_path, metrics)
+    log.info("%s %s N=%d seed=%d: test error %.4f (%.1fs)", dataset, mode, n_train, seed, metrics["test_error"], seconds)
+    return metrics
+
+
+def attack_pgd(data_path: str, model_path: str, out: str, pgd_cfg: dict, device_name: str = "auto",
+               threads: int = 1) -> dict:
+    """Attack the fixed evaluation subset of the test set with L_inf PGD and write the per-example record."""
+    from .models import load_classifier
+
+    configure_torch(threads)
+    device = resolve_device(device_name)
+    images, labels = load_tensors(data_path, "test", device)
+    subset = evaluation_subset(len(labels), pgd_cfg["n_test"], pgd_cfg["seed"])
+    cfg = attack_config(pgd_cfg, early_stop=True)
+    model = load_classifier(model_path, device)
+    index = torch.from_numpy(subset)
+    start = time.perf_counter()
+    result = pgd(model, images[index.to(device)], labels[index.to(device)], cfg, indices=index)
+    seconds = time.perf_counter() - start
+    rates = save_attack(out, result, subset, cfg, attrs={"seconds": seconds, "device": str(device),
+                                                          "model": str(model_path)})
+    log.info("PGD on %d images in %.1fs: %s", len(subset), seconds, rates)
+    return rates
+
+
+def make_table(metrics_paths: list[str], pgd_paths: list[str], out: str) -> pd.DataFrame:
+    """Join every model's metrics with its PGD record into `results/tables/metrics.csv`."""
+    if len(metrics_paths) != len(pgd_paths):
+        raise ValueError("every classifier needs exactly one PGD record")
+    rows = [metrics_row(m, {"pgd": p}) for m, p in zip(metrics_paths, pgd_paths)]
+    df = metrics_table(rows)
+    write_table(df, out)
+    return df
+
+
+def plot_fig4(table: str, pdf: str, png: str, success_column: str) -> None:
+    """Draw Fig. 4 from the metrics table."""
+    fig4_regular_robustness(pd.read_csv(table), pdf, png, success_column, dataset="fonts")

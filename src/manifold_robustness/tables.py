@@ -1,0 +1,45 @@
+"""The metrics table: one row per trained classifier, joined from its metrics.json and its attack records."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from .attack_io import load_success_rates
+from .io import atomic_path, read_json
+
+COLUMNS = ("dataset", "mode", "n_train", "seed", "test_error", "pgd_success", "pgd_success_any",
+           "onmanifold_success", "onmanifold_success_any")
+
+
+def metrics_row(metrics_json: str | os.PathLike, attacks: dict[str, str | os.PathLike]) -> dict:
+    """One table row; `attacks` maps attack name (pgd, onmanifold) to its record, absent ones give NaN."""
+    m = read_json(metrics_json)
+    row = {key: m[key] for key in ("dataset", "mode", "n_train", "seed", "test_error", "train_error", "epochs")}
+    row["train_seconds"] = m.get("train_seconds", np.nan)
+    for name in ("pgd", "onmanifold"):
+        rates = load_success_rates(attacks[name]) if name in attacks else {}
+        row[f"{name}_success"] = rates.get("success", np.nan)
+        row[f"{name}_success_any"] = rates.get("success_any", np.nan)
+        row[f"{name}_robust_accuracy"] = rates.get("robust_accuracy", np.nan)
+        row[f"{name}_n_correct"] = rates.get("n_correct", np.nan)
+        row[f"{name}_record"] = str(attacks.get(name, ""))
+    row["model_metrics"] = str(metrics_json)
+    return row
+
+
+def metrics_table(rows: Iterable[dict]) -> pd.DataFrame:
+    """Rows sorted by dataset, mode, N and seed, with the required columns first."""
+    df = pd.DataFrame(list(rows))
+    extra = [c for c in df.columns if c not in COLUMNS]
+    df = df[list(COLUMNS) + extra]
+    return df.sort_values(["dataset", "mode", "n_train", "seed"]).reset_index(drop=True)
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write CSV atomically."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)

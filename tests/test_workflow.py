@@ -1,0 +1,119 @@
+"""End to end: snakemake on the tiny config in a temporary directory, data to Fig. 4."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from manifold_robustness.tables import COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+TINY = ROOT / "tests" / "config" / "tiny.yaml"
+
+pytestmark = pytest.mark.workflow
+
+
+def snakemake(workdir: Path, *args: str, config: Path = TINY) -> subprocess.CompletedProcess:
+    """Run snakemake from the repository's Snakefile with `workdir` as working directory."""
+    cmd = [str(SNAKEMAKE), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile", str(config),
+           "--cores", "2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("workflow")
+    proc = snakemake(workdir, "--show-failed-logs")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return workdir
+
+
+def test_run_produces_table_and_fig4(finished_run: Path) -> None:
+    cfg = yaml.safe_load(TINY.read_text())
+    df = pd.read_csv(finished_run / "results/tables/metrics.csv")
+    assert list(df.columns[: len(COLUMNS)]) == list(COLUMNS)
+    n_models = len(cfg["classifiers"]["modes"]) * len(cfg["classifiers"]["n_train"]) * len(cfg["classifiers"]["seeds"])
+    assert len(df) == n_models
+    assert set(df["mode"]) == {"normal", "adversarial"}
+    for col in ("test_error", "pgd_success", "pgd_success_any"):
+        assert df[col].between(0, 1).all(), col
+    assert (df["pgd_success_any"] >= df["pgd_success"] - 1e-9).all()
+    assert df["onmanifold_success"].isna().all()  # no on-manifold attack in this workflow yet
+    for ext in ("pdf", "png"):
+        assert (finished_run / f"results/figures/fig4_regular_robustness.{ext}").stat().st_size > 1000
+
+
+def test_artifacts_follow_the_documented_layout(finished_run: Path) -> None:
+    with h5py.File(finished_run / "results/data/fonts.h5") as h5:
+        for split in ("train", "test"):
+            assert h5[f"{split}/images"].dtype == np.float32 and h5[f"{split}/images"].shape[1:] == (1, 28, 28)
+            assert h5[f"{split}/labels"].dtype == np.int64
+            assert h5[f"{split}/codes"].shape[1:] == (6,)
+            assert h5[f"{split}/font"].dtype == np.int64
+        assert h5["glyphs/images"].shape[1:] == (10, 28, 28)
+    run = finished_run / "results/attacks/fonts/normal/N150/seed0/pgd.h5"
+    with h5py.File(run) as h5:
+        n, restarts = h5["success"].shape
+        assert n == 60 and restarts == 2
+        adv = h5["adversarial"][()]
+        assert adv.min() >= 0 and adv.max() <= 1
+    assert (finished_run / "logs/train_classifier/fonts/adversarial/N300/seed0.log").read_text()
+
+
+def test_second_run_has_nothing_to_do(finished_run: Path) -> None:
+    proc = snakemake(finished_run, "--dry-run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_fig4_target_redraws_only_the_figure(finished_run: Path) -> None:
+    (finished_run / "results/figures/fig4_regular_robustness.pdf").unlink()
+    proc = snakemake(finished_run, "fig4")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "plot_fig4" in out
+    assert "train_classifier" not in out and "attack_pgd" not in out
+    assert (finished_run / "results/figures/fig4_regular_robustness.pdf").exists()
+
+
+def test_bad_config_stops_before_any_job(tmp_path: Path) -> None:
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["pgd"]["eps"] = 2.0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "--dry-run", config=bad)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "['pgd']['eps']" in out and "maximum of 1" in out
+    assert not (tmp_path / "results").exists()
+
+
+def test_unknown_config_key_is_rejected(tmp_path: Path) -> None:
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["pgd"]["epsilon"] = 0.3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "--dry-run", config=bad)
+    assert proc.returncode != 0
+    assert "'epsilon' was unexpected" in proc.stdout + proc.stderr
+
+
+def test_lint_is_clean() -> None:
+    proc = subprocess.run([str(SNAKEMAKE), "--lint", "--configfile", str(TINY)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and "Congratulations" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+
+
+def test_snakefmt_is_clean() -> None:
+    snakefmt = Path(sys.executable).with_name("snakefmt")
+    proc = subprocess.run([str(snakefmt), "--check", "Snakefile", "workflow/rules"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
