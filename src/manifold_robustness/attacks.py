@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 Decoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 STEP_RULES = ("sign", "adam")
@@ -125,7 +126,7 @@ def _optimize(model: nn.Module, decode: Decoder, v0: torch.Tensor, lo: torch.Ten
     m = len(v0)
     v = v0.clone()
     kept = v0.clone()
-    best_loss = torch.full((m,), -torch.inf, device=v.device)
+    best_loss = torch.full((m,), -torch.inf, device=v.device, dtype=v.dtype)
     success = torch.zeros(m, dtype=torch.bool, device=v.device)
     pred = y.clone()
     first_hit = torch.full((m,), -1, dtype=torch.long, device=v.device)
@@ -172,7 +173,7 @@ def _optimize(model: nn.Module, decode: Decoder, v0: torch.Tensor, lo: torch.Ten
 
 def box_attack(model: nn.Module, decode: Decoder, center: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
                labels: torch.Tensor, cfg: AttackConfig, indices: torch.Tensor | None = None,
-               clean_images: torch.Tensor | None = None) -> AttackResult:
+               clean_images: torch.Tensor | None = None, progress: bool = False) -> AttackResult:
     """Attack every example from `cfg.restarts` random starts; the model's train/eval mode is restored after.
 
     `decode(v, rows)` maps variables of the examples at positions `rows` to images; `indices` (default
@@ -184,7 +185,7 @@ def box_attack(model: nn.Module, decode: Decoder, center: torch.Tensor, lo: torc
     indices = torch.arange(n) if indices is None else indices.cpu()
     layout = resolve_layout(cfg.layout, device)
     shape = tuple(center.shape[1:])
-    out_v = torch.empty(n, cfg.restarts, *shape, device=device)
+    out_v = torch.empty(n, cfg.restarts, *shape, device=device, dtype=center.dtype)
     out = {k: torch.empty(n, cfg.restarts, dtype=d, device=device)
            for k, d in (("success", torch.bool), ("loss", torch.float32), ("pred", torch.long), ("step", torch.long))}
     was_training = model.training
@@ -195,21 +196,21 @@ def box_attack(model: nn.Module, decode: Decoder, center: torch.Tensor, lo: torc
             clean = clean_images if clean_images is not None else decode(center, rows_all)
             clean_pred = torch.cat([model(clean[i:i + cfg.batch_size]).argmax(1) for i in range(0, n, cfg.batch_size)])
         groups = [[r] for r in range(cfg.restarts)] if layout == "sequential" else [list(range(cfg.restarts))]
-        for start in range(0, n, cfg.batch_size):
+        batches = [(start, restarts) for start in range(0, n, cfg.batch_size) for restarts in groups]
+        for start, restarts in tqdm(batches, desc=f"attack {n} examples ({layout} restarts)", disable=not progress):
             sl = slice(start, min(start + cfg.batch_size, n))
-            for restarts in groups:
-                k = len(restarts)
-                noise = torch.cat([restart_noise(indices[sl], r, shape, cfg.seed) for r in restarts]).to(device)
-                rep = lambda t: t[sl].repeat(k, *([1] * (t.dim() - 1)))  # noqa: E731 (restart-major folding)
-                c, l, h = rep(center), rep(lo), rep(hi)
-                v0 = torch.maximum(torch.minimum(c + cfg.eps * noise, h), l)
-                kept, succ, loss, pred, step = _optimize(model, decode, v0, l, h, rep(labels), rep(rows_all), cfg)
-                width = sl.stop - sl.start
-                for j, r in enumerate(restarts):
-                    part = slice(j * width, (j + 1) * width)
-                    out_v[sl, r] = kept[part]
-                    out["success"][sl, r], out["loss"][sl, r] = succ[part], loss[part]
-                    out["pred"][sl, r], out["step"][sl, r] = pred[part], step[part]
+            k = len(restarts)
+            noise = torch.cat([restart_noise(indices[sl], r, shape, cfg.seed) for r in restarts]).to(device, center.dtype)
+            rep = lambda t: t[sl].repeat(k, *([1] * (t.dim() - 1)))  # noqa: E731 (restart-major folding)
+            c, l, h = rep(center), rep(lo), rep(hi)
+            v0 = torch.maximum(torch.minimum(c + cfg.eps * noise, h), l)
+            kept, succ, loss, pred, step = _optimize(model, decode, v0, l, h, rep(labels), rep(rows_all), cfg)
+            width = sl.stop - sl.start
+            for j, r in enumerate(restarts):
+                part = slice(j * width, (j + 1) * width)
+                out_v[sl, r] = kept[part]
+                out["success"][sl, r], out["loss"][sl, r] = succ[part], loss[part]
+                out["pred"][sl, r], out["step"][sl, r] = pred[part], step[part]
     finally:
         model.train(was_training)
     return AttackResult(labels=labels, clean_pred=clean_pred, variables=out_v, success=out["success"],
@@ -221,13 +222,13 @@ def _identity(v: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 
 def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: AttackConfig,
-        indices: torch.Tensor | None = None) -> AttackResult:
+        indices: torch.Tensor | None = None, progress: bool = False) -> AttackResult:
     """L_inf PGD: maximize cross-entropy over ||delta||_inf <= eps with x + delta in [0, 1]."""
     if images.numel() and (images.min() < 0 or images.max() > 1):
         raise ValueError(f"images must lie in [0, 1], got range [{images.min():.3g}, {images.max():.3g}]")
     lo = (images - cfg.eps).clamp(0, 1)
     hi = (images + cfg.eps).clamp(0, 1)
-    return box_attack(model, _identity, images, lo, hi, labels, cfg, indices, clean_images=images)
+    return box_attack(model, _identity, images, lo, hi, labels, cfg, indices, clean_images=images, progress=progress)
 
 
 def training_config(cfg: AttackConfig) -> AttackConfig:

@@ -15,8 +15,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def configure_torch(threads: int, deterministic: bool = True) -> None:
-    """Set the intra-op thread count from the job's threads, and deterministic kernels where possible."""
+def configure_torch(threads: int, device: torch.device) -> None:
+    """Set the intra-op thread count from the job's threads; ask for deterministic CUDA kernels on a GPU."""
     torch.set_num_threads(max(1, int(threads)))
-    # warn_only: a few CUDA kernels have no deterministic variant; on CPU everything here is deterministic.
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if device.type == "cuda":
+        # CPU kernels used here are deterministic already; the switch costs seconds of imports, so only on CUDA.
+        # warn_only: a few CUDA kernels have no deterministic variant.
+        torch.use_deterministic_algorithms(True, warn_only=True)

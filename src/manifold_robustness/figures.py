@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -44,6 +45,10 @@ def fig4_regular_robustness(df: pd.DataFrame, pdf: str | os.PathLike, png: str |
                  style_order=order, markers=True, dashes=False, errorbar="sd", ax=right)
     right.set(xscale="log", xlabel="training images N", ylabel="test error",
               title=f"{dataset.upper()}: sample complexity")
+    sizes = sorted(data["n_train"].unique())
+    right.xaxis.set_major_locator(FixedLocator(sizes))
+    right.xaxis.set_major_formatter(FixedFormatter([f"{n:,}" for n in sizes]))
+    right.xaxis.set_minor_locator(NullLocator())
     right.legend(fontsize=6, title=None)
     fig.tight_layout()
     save_figure(fig, pdf, png)

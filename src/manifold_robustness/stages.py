@@ -11,7 +11,6 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from . import __version__
@@ -19,11 +18,9 @@ from .attack_io import save_attack
 from .attacks import AttackConfig, pgd
 from .data import FontsSpec, evaluation_subset, make_fonts, read_split, training_subset, write_dataset
 from .device import configure_torch, resolve_device
-from .figures import fig4_regular_robustness
 from .fonts import build_glyph_bank, default_font_dirs, discover_font_files, extract_fonts, fetch_archive
 from .io import write_json
-from .models import save_classifier
-from .tables import metrics_row, metrics_table, write_table
+from .models import load_classifier, save_classifier
 from .training import TrainConfig, error_rate, train_classifier
 from .transformer import PRESETS
 
@@ -86,8 +83,8 @@ def load_tensors(data_path: str, split: str, device: torch.device) -> tuple[torc
 def train(data_path: str, model_path: str, metrics_path: str, dataset: str, mode: str, n_train: int, seed: int,
           cls_cfg: dict, device_name: str = "auto", threads: int = 1) -> dict:
     """Train one classifier on the first `n_train` images of the fixed permutation; write model and metrics."""
-    configure_torch(threads)
     device = resolve_device(device_name)
+    configure_torch(threads, device)
     images, labels = load_tensors(data_path, "train", device)
     subset = torch.from_numpy(training_subset(len(labels), n_train, cls_cfg["subset_seed"])).to(device)
     cfg = TrainConfig(mode=mode, epochs=cls_cfg["epochs"], batch_size=cls_cfg["batch_size"], lr=cls_cfg["lr"],
@@ -116,17 +113,15 @@ def train(data_path: str, model_path: str, metrics_path: str, dataset: str, mode
 def attack_pgd(data_path: str, model_path: str, out: str, pgd_cfg: dict, device_name: str = "auto",
                threads: int = 1) -> dict:
     """Attack the fixed evaluation subset of the test set with L_inf PGD and write the per-example record."""
-    from .models import load_classifier
-
-    configure_torch(threads)
     device = resolve_device(device_name)
+    configure_torch(threads, device)
     images, labels = load_tensors(data_path, "test", device)
     subset = evaluation_subset(len(labels), pgd_cfg["n_test"], pgd_cfg["seed"])
     cfg = attack_config(pgd_cfg, early_stop=True)
     model = load_classifier(model_path, device)
     index = torch.from_numpy(subset)
     start = time.perf_counter()
-    result = pgd(model, images[index.to(device)], labels[index.to(device)], cfg, indices=index)
+    result = pgd(model, images[index.to(device)], labels[index.to(device)], cfg, indices=index, progress=True)
     seconds = time.perf_counter() - start
     rates = save_attack(out, result, subset, cfg, attrs={"seconds": seconds, "device": str(device),
                                                           "model": str(model_path)})
@@ -134,16 +129,21 @@ def attack_pgd(data_path: str, model_path: str, out: str, pgd_cfg: dict, device_
     return rates
 
 
-def make_table(metrics_paths: list[str], pgd_paths: list[str], out: str) -> pd.DataFrame:
+def make_table(metrics_paths: list[str], pgd_paths: list[str], out: str) -> None:
     """Join every model's metrics with its PGD record into `results/tables/metrics.csv`."""
+    from .tables import metrics_row, metrics_table, write_table  # pandas: only this stage needs it
+
     if len(metrics_paths) != len(pgd_paths):
         raise ValueError("every classifier needs exactly one PGD record")
     rows = [metrics_row(m, {"pgd": p}) for m, p in zip(metrics_paths, pgd_paths)]
     df = metrics_table(rows)
     write_table(df, out)
-    return df
 
 
 def plot_fig4(table: str, pdf: str, png: str, success_column: str) -> None:
     """Draw Fig. 4 from the metrics table."""
+    import pandas as pd
+
+    from .figures import fig4_regular_robustness  # matplotlib and seaborn: only figure stages need them
+
     fig4_regular_robustness(pd.read_csv(table), pdf, png, success_column, dataset="fonts")

@@ -1,0 +1,112 @@
+"""Shared fixtures: a small glyph bank from matplotlib's bundled fonts, a tiny FONTS dataset rendered from it,
+and a small classifier trained on it (the model the attack tests attack).
+
+Everything is seeded and session-scoped, so the whole suite builds them once (about two seconds on 2 cores).
+Tests must not mutate the shared model in place (use copy.deepcopy before .double(), training, ...).
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from manifold_robustness.data import FontsSpec, make_fonts
+from manifold_robustness.fonts import build_glyph_bank, default_font_dirs, discover_font_files
+from manifold_robustness.training import TrainConfig, train_classifier
+from manifold_robustness.transformer import PRESETS
+
+torch.set_num_threads(2)
+
+N_FONTS = 8
+PER_FONT_CLASS_TRAIN = 40
+PER_FONT_CLASS_TEST = 10
+
+
+def seed_everything(seed: int = 0) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same global RNG state, and the global default dtype is left as found."""
+    seed_everything(0)
+    dtype = torch.get_default_dtype()
+    yield
+    torch.set_default_dtype(dtype)
+
+
+@pytest.fixture
+def float64_default():
+    """Run a test with float64 as torch's default dtype (restored afterwards).
+
+    The attack engine allocates its buffers with the default dtype; with float64 it can attack a float64
+    model, which makes the result independent of batch composition to the last bit.
+    """
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+@pytest.fixture(scope="session")
+def font_paths():
+    paths = discover_font_files(default_font_dirs(True, False, []))
+    assert paths, "matplotlib ships fonts; none were found"
+    return paths
+
+
+@pytest.fixture(scope="session")
+def glyph_bank(font_paths):
+    """(bank (F,10,28,28), kept paths, verdicts) from matplotlib's fonts."""
+    seed_everything(0)
+    bank, kept, verdicts = build_glyph_bank(font_paths, max_fonts=N_FONTS, shuffle_seed=0)
+    assert bank.shape == (N_FONTS, 10, 28, 28)
+    return bank, kept, verdicts
+
+
+@pytest.fixture(scope="session")
+def fonts_spec():
+    return FontsSpec(per_font_class_train=PER_FONT_CLASS_TRAIN, per_font_class_test=PER_FONT_CLASS_TEST,
+                     ranges=PRESETS["easy"], seed=0)
+
+
+@pytest.fixture(scope="session")
+def fonts_data(glyph_bank, fonts_spec):
+    """Both splits of a tiny FONTS dataset (numpy arrays)."""
+    seed_everything(0)
+    return make_fonts(glyph_bank[0], fonts_spec)
+
+
+@pytest.fixture(scope="session")
+def train_tensors(fonts_data):
+    d = fonts_data["train"]
+    return torch.from_numpy(d["images"]), torch.from_numpy(d["labels"])
+
+
+@pytest.fixture(scope="session")
+def test_tensors(fonts_data):
+    d = fonts_data["test"]
+    return torch.from_numpy(d["images"]), torch.from_numpy(d["labels"])
+
+
+@pytest.fixture(scope="session")
+def trained_model(train_tensors):
+    """A classifier trained normally for three epochs (about 97% test accuracy); returned in eval mode."""
+    seed_everything(0)
+    images, labels = train_tensors
+    model, history = train_classifier(images, labels, TrainConfig(mode="normal", epochs=3, seed=0), progress=False)
+    assert not model.training
+    return model
+
+
+@pytest.fixture(scope="session")
+def attack_set(test_tensors):
+    """150 test images (a fixed random subset) with their labels and dataset indices."""
+    images, labels = test_tensors
+    index = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:150]
+    return images[index].clone(), labels[index].clone(), index

@@ -1,0 +1,170 @@
+"""FONTS rendering and the HDF5 dataset layout: round trips, nested training subsets, and clear errors."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from manifold_robustness.data import (
+    FontsSpec,
+    evaluation_subset,
+    make_fonts,
+    read_glyph_bank,
+    read_split,
+    training_subset,
+    write_dataset,
+)
+from manifold_robustness.transformer import PRESETS, TransformRanges, decode
+
+
+
+@pytest.fixture
+def dataset_file(tmp_path, fonts_data, glyph_bank):
+    path = tmp_path / "data" / "fonts.h5"
+    names = [str(p) for p in glyph_bank[1]]
+    write_dataset(path, fonts_data, glyph_bank[0], names, attrs={"dataset": "fonts", "seed": 0})
+    return path
+
+
+def test_splits_have_expected_layout(fonts_data, fonts_spec, glyph_bank):
+    n_fonts = len(glyph_bank[0])
+    for split, per in (("train", fonts_spec.per_font_class_train), ("test", fonts_spec.per_font_class_test)):
+        d = fonts_data[split]
+        n = n_fonts * 10 * per
+        assert d["images"].shape == (n, 1, 28, 28) and d["images"].dtype == np.float32
+        assert d["images"].min() >= 0.0 and d["images"].max() <= 1.0
+        assert d["labels"].shape == (n,) and d["labels"].dtype == np.int64
+        assert d["codes"].shape == (n, 6) and d["codes"].dtype == np.float32
+        assert d["font"].shape == (n,) and d["font"].dtype == np.int64
+        # Every (font, letter) pair appears exactly `per` times.
+        counts = np.zeros((n_fonts, 10), dtype=int)
+        np.add.at(counts, (d["font"], d["labels"]), 1)
+        assert (counts == per).all()
+
+
+def test_every_font_in_both_splits(fonts_data, glyph_bank):
+    train_fonts = set(fonts_data["train"]["font"].tolist())
+    test_fonts = set(fonts_data["test"]["font"].tolist())
+    assert train_fonts == test_fonts == set(range(len(glyph_bank[0])))
+
+
+def test_codes_inside_ranges_and_images_match_decoder(fonts_data, glyph_bank, fonts_spec):
+    ranges = fonts_spec.ranges
+    glyphs = torch.from_numpy(glyph_bank[0])
+    for split in ("train", "test"):
+        d = fonts_data[split]
+        codes = torch.from_numpy(d["codes"])
+        assert (codes >= ranges.low).all() and (codes <= ranges.high).all()
+        # Each image is the true decoder applied to its (font, label, code).
+        sl = slice(0, 200)
+        redone = decode(glyphs, torch.from_numpy(d["font"][sl]), torch.from_numpy(d["labels"][sl]), codes[sl])
+        np.testing.assert_allclose(redone.numpy(), d["images"][sl], atol=1e-6)
+    # The two splits are different samples.
+    assert not np.array_equal(fonts_data["train"]["codes"][:100], fonts_data["test"]["codes"][:100])
+
+
+def test_make_fonts_is_deterministic(glyph_bank):
+    spec = FontsSpec(2, 1, PRESETS["hard"], seed=5)
+    a, b = make_fonts(glyph_bank[0], spec), make_fonts(glyph_bank[0], spec)
+    c = make_fonts(glyph_bank[0], FontsSpec(2, 1, PRESETS["hard"], seed=6))
+    for split in ("train", "test"):
+        for key in a[split]:
+            assert np.array_equal(a[split][key], b[split][key])
+    assert not np.array_equal(a["train"]["codes"], c["train"]["codes"])
+
+
+def test_make_fonts_validates_ranges(glyph_bank):
+    with pytest.raises(ValueError, match="shear bound"):
+        make_fonts(glyph_bank[0], FontsSpec(1, 1, TransformRanges(0.1, 1.0, 0.9, 1.1, 0.5), seed=0))
+
+
+def test_write_read_round_trip(dataset_file, fonts_data):
+    for split in ("train", "test"):
+        back = read_split(dataset_file, split)
+        assert set(back) == set(fonts_data[split])
+        for key, value in fonts_data[split].items():
+            assert back[key].dtype == value.dtype, key
+            assert back[key].shape == value.shape, key
+            assert np.array_equal(back[key], value), key
+        assert back["codes"].dtype == np.float32 and back["codes"].shape[1] == 6
+    with h5py.File(dataset_file, "r") as h5:
+        assert list(h5.attrs["code_names"]) == ["tx", "ty", "shear_x", "shear_y", "scale", "rotation"]
+        assert h5.attrs["dataset"] == "fonts" and h5.attrs["seed"] == 0
+
+
+def test_glyph_bank_round_trip(dataset_file, glyph_bank):
+    bank, names = read_glyph_bank(dataset_file)
+    assert bank.dtype == np.float32 and bank.shape == glyph_bank[0].shape
+    assert np.array_equal(bank, glyph_bank[0])
+    assert names == [str(p) for p in glyph_bank[1]]
+
+
+def test_read_split_rejects_unknown_split(dataset_file):
+    with pytest.raises(ValueError, match="split must be one of"):
+        read_split(dataset_file, "validation")
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.95])
+def test_read_split_on_truncated_file(dataset_file, fraction):
+    data = dataset_file.read_bytes()
+    dataset_file.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(RuntimeError, match="delete it and rerun") as info:
+        read_split(dataset_file, "train")
+    assert str(dataset_file) in str(info.value)
+
+
+def test_read_split_on_garbage_and_missing_file(tmp_path):
+    garbage = tmp_path / "garbage.h5"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(RuntimeError, match="delete it and rerun"):
+        read_split(garbage, "test")
+    with pytest.raises(RuntimeError, match="delete it and rerun"):
+        read_split(tmp_path / "absent.h5", "test")
+
+
+def test_read_split_on_missing_split(tmp_path, fonts_data):
+    path = tmp_path / "only_train.h5"
+    write_dataset(path, {"train": fonts_data["train"]})
+    assert len(read_split(path, "train")["labels"]) == len(fonts_data["train"]["labels"])
+    with pytest.raises(RuntimeError, match="lacks the 'test' split"):
+        read_split(path, "test")
+
+
+def test_read_split_rejects_wrong_image_shape(tmp_path):
+    path = tmp_path / "bad.h5"
+    write_dataset(path, {"train": {"images": np.zeros((4, 1, 14, 14), np.float32), "labels": np.zeros(4, np.int64)}})
+    with pytest.raises(RuntimeError, match="does not hold images"):
+        read_split(path, "train")
+
+
+def test_write_dataset_is_atomic_on_failure(tmp_path, fonts_data):
+    path = tmp_path / "fonts.h5"
+    with pytest.raises(AttributeError):
+        write_dataset(path, {"train": {"images": fonts_data["train"]["images"], "labels": object()}})
+    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_training_subset_is_nested_and_deterministic():
+    small = training_subset(3200, 100, subset_seed=7)
+    big = training_subset(3200, 1000, subset_seed=7)
+    assert np.array_equal(big[:100], small)
+    assert np.array_equal(training_subset(3200, 1000, subset_seed=7), big)
+    assert len(np.unique(big)) == 1000 and big.min() >= 0 and big.max() < 3200
+    assert not np.array_equal(training_subset(3200, 1000, subset_seed=8), big)
+    assert np.array_equal(np.sort(training_subset(50, 50, 0)), np.arange(50))
+
+
+@pytest.mark.parametrize("n_train", [3201, 10_000, 0])
+def test_training_subset_rejects_impossible_n(n_train):
+    with pytest.raises(ValueError, match=rf"N={n_train} training images requested .* holds 3200"):
+        training_subset(3200, n_train, subset_seed=0)
+
+
+def test_evaluation_subset_sorted_deterministic_and_capped():
+    a = evaluation_subset(800, 100, seed=1)
+    assert np.array_equal(a, evaluation_subset(800, 100, seed=1))
+    assert np.array_equal(a, np.sort(a)) and len(np.unique(a)) == 100
+    assert np.array_equal(evaluation_subset(30, 100, seed=1), np.arange(30))

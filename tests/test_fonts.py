@@ -1,0 +1,220 @@
+"""Font discovery, the glyph bank's checks and verdicts, and the pinned font archive (offline, file:// URLs)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from manifold_robustness.fonts import (
+    build_glyph_bank,
+    discover_font_files,
+    extract_fonts,
+    fetch_archive,
+    matplotlib_font_dir,
+    render_letters,
+    sha256_of,
+)
+
+DEJAVU = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")
+
+
+@pytest.fixture(scope="module")
+def dejavu_paths():
+    paths = [matplotlib_font_dir() / name for name in DEJAVU]
+    for p in paths:
+        assert p.is_file(), p
+    return paths
+
+
+@pytest.fixture
+def font_zip(tmp_path, dejavu_paths):
+    """A zip holding three fonts (in a subfolder) and a non-font file that must not be extracted."""
+    path = tmp_path / "src" / "fonts.zip"
+    path.parent.mkdir()
+    with zipfile.ZipFile(path, "w") as zf:
+        for p in dejavu_paths:
+            zf.write(p, f"family/{p.name}")
+        zf.writestr("family/README.txt", "not a font")
+    return path
+
+
+def verdict_of(verdicts, path: Path):
+    (v,) = [v for v in verdicts if v.path == str(path)]
+    return v
+
+
+def test_discover_font_files_sorted_and_deduplicated(tmp_path, dejavu_paths):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(dejavu_paths[0], tmp_path / "b" / "Zeta.TTF")
+    shutil.copy(dejavu_paths[1], tmp_path / "a" / "alpha.otf")
+    (tmp_path / "a" / "notes.txt").write_text("x")
+    found = discover_font_files([tmp_path, tmp_path / "a", tmp_path / "missing"])
+    assert [p.name for p in found] == ["alpha.otf", "Zeta.TTF"]
+    assert discover_font_files([tmp_path / "missing"]) == []
+
+
+def test_glyph_bank_fixture(glyph_bank):
+    bank, kept, verdicts = glyph_bank
+    assert bank.dtype == np.float32 and bank.min() >= 0 and bank.max() <= 1
+    assert len(kept) == len(bank) == len(set(kept))
+    assert sum(v.kept for v in verdicts) == len(kept)
+    assert all(v.reason for v in verdicts if not v.kept)
+    # No two kept fonts are identical and no two letters of a font are identical.
+    flat = bank.reshape(len(bank), -1)
+    assert len({row.tobytes() for row in flat}) == len(bank)
+    for glyphs in bank:
+        assert len({g.tobytes() for g in glyphs}) == 10
+
+
+def test_glyph_bank_is_deterministic(font_paths, glyph_bank):
+    bank, kept, _ = build_glyph_bank(font_paths, max_fonts=8, shuffle_seed=0)
+    assert kept == glyph_bank[1] and np.array_equal(bank, glyph_bank[0])
+    _, kept_other, _ = build_glyph_bank(font_paths, max_fonts=8, shuffle_seed=1)
+    assert kept_other != kept
+
+
+def test_render_letters_centres_glyphs(dejavu_paths):
+    glyphs = render_letters(dejavu_paths[0])
+    assert glyphs.shape == (10, 28, 28) and glyphs.dtype == np.float32
+    assert glyphs.min() >= 0 and glyphs.max() <= 1
+    rows = np.arange(28)
+    for g in glyphs:
+        ink = g > 0.5
+        cy = (rows[:, None] * g).sum() / g.sum()
+        cx = (rows[None, :] * g).sum() / g.sum()
+        assert ink.sum() > 5 and abs(cy - 13.5) < 3 and abs(cx - 13.5) < 3
+
+
+def test_garbage_font_is_dropped_with_reason(tmp_path, font_paths):
+    fake = tmp_path / "fake.ttf"
+    fake.write_bytes(np.random.default_rng(0).bytes(2048))
+    bank, kept, verdicts = build_glyph_bank(list(font_paths) + [fake], max_fonts=8, shuffle_seed=0)
+    v = verdict_of(verdicts, fake)
+    assert not v.kept and v.reason.startswith("cannot render"), v.reason
+    assert fake not in kept and len(kept) == 8
+    assert len(verdicts) == len(font_paths) + 1
+
+
+def test_duplicate_font_is_dropped_with_reason(tmp_path, font_paths, dejavu_paths):
+    original = dejavu_paths[0]
+    copy = tmp_path / "CopyOfDejaVu.ttf"
+    shutil.copy(original, copy)
+    paths = list(font_paths) + [copy]
+    _, kept, verdicts = build_glyph_bank(paths, max_fonts=len(paths), shuffle_seed=0)
+    pair = [verdict_of(verdicts, original), verdict_of(verdicts, copy)]
+    dropped = [v for v in pair if v.reason.startswith("same glyphs as")]
+    assert len(dropped) == 1, pair
+    other = pair[1 - pair.index(dropped[0])]
+    assert other.kept and dropped[0].reason == f"same glyphs as {other.path}"
+    assert not (original in kept and copy in kept)
+
+
+def test_max_fonts_limits_the_bank(font_paths):
+    bank, kept, verdicts = build_glyph_bank(font_paths, max_fonts=3, shuffle_seed=0)
+    assert len(kept) == 3 and bank.shape == (3, 10, 28, 28)
+    assert any(v.reason == "beyond max_fonts=3" for v in verdicts)
+
+
+def test_no_fonts_raises_with_help():
+    with pytest.raises(RuntimeError, match="no .ttf/.otf font files were found") as info:
+        build_glyph_bank([], max_fonts=8, shuffle_seed=0)
+    assert "extra_dirs" in str(info.value)
+
+
+def test_only_unusable_fonts_raise_with_reasons(tmp_path):
+    fake = tmp_path / "fake.ttf"
+    fake.write_bytes(b"\x00\x01" * 100)
+    with pytest.raises(RuntimeError, match="1 font files were considered") as info:
+        build_glyph_bank([fake], max_fonts=8, shuffle_seed=0)
+    msg = str(info.value)
+    assert "fake.ttf: cannot render" in msg and "extra_dirs" in msg
+
+
+def test_fetch_and_extract_with_correct_sha256(tmp_path, font_zip, dejavu_paths):
+    digest = sha256_of(font_zip)
+    dest = tmp_path / "cache" / "fonts.zip"
+    assert fetch_archive(font_zip.as_uri(), dest, sha256=digest) == digest
+    assert dest.read_bytes() == font_zip.read_bytes()
+    assert not any(p.name.endswith(".download") for p in dest.parent.iterdir())
+    out = tmp_path / "extracted"
+    files = extract_fonts(dest, out)
+    assert sorted(p.name for p in files) == sorted(DEJAVU)
+    assert all(p.is_file() and out in p.parents for p in files)
+    assert not list(out.rglob("*.txt"))
+    for f in files:
+        assert f.read_bytes() == (matplotlib_font_dir() / f.name).read_bytes()
+    # Fonts from the archive are usable.
+    _, kept, _ = build_glyph_bank(files, max_fonts=3, shuffle_seed=0)
+    assert len(kept) == 3
+
+
+def test_existing_archive_is_used_without_download(tmp_path, font_zip):
+    dest = tmp_path / "fonts.zip"
+    shutil.copy(font_zip, dest)
+    digest = fetch_archive("file:///nonexistent/x.zip", dest, sha256=sha256_of(font_zip))
+    assert digest == sha256_of(font_zip)
+
+
+def test_wrong_sha256_moves_archive_aside(tmp_path, font_zip):
+    dest = tmp_path / "cache" / "fonts.zip"
+    with pytest.raises(RuntimeError, match="expected 0{64}") as info:
+        fetch_archive(font_zip.as_uri(), dest, sha256="0" * 64)
+    bad = dest.with_name("fonts.zip.bad")
+    assert str(bad) in str(info.value)
+    assert not dest.exists()
+    assert bad.read_bytes() == font_zip.read_bytes()
+
+
+def test_empty_sha256_is_recorded_then_enforced(tmp_path, font_zip):
+    dest = tmp_path / "cache" / "fonts.zip"
+    digest = fetch_archive(font_zip.as_uri(), dest, sha256="")
+    record = dest.with_name("fonts.zip.sha256")
+    assert record.read_text().strip() == digest == sha256_of(font_zip)
+    # Unchanged file: accepted again.
+    assert fetch_archive(font_zip.as_uri(), dest, sha256="") == digest
+    # Tampered file: rejected against the record, and moved aside.
+    dest.write_bytes(dest.read_bytes() + b"tampered")
+    with pytest.raises(RuntimeError, match=f"expected {digest}"):
+        fetch_archive(font_zip.as_uri(), dest, sha256="")
+    assert not dest.exists() and dest.with_name("fonts.zip.bad").exists()
+
+
+def test_unreachable_url_names_where_to_put_the_file(tmp_path):
+    dest = tmp_path / "cache" / "fonts.zip"
+    with pytest.raises(RuntimeError, match="could not download") as info:
+        fetch_archive("file:///nonexistent/x.zip", dest, sha256="")
+    assert f"put it at {dest}" in str(info.value)
+    assert not dest.exists()
+    assert list(dest.parent.iterdir()) == []  # no partial download, no checksum record
+
+
+def test_extract_from_tar(tmp_path, dejavu_paths):
+    archive = tmp_path / "fonts.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for p in dejavu_paths[:2]:
+            tf.add(p, arcname=f"fonts/{p.name}")
+    files = extract_fonts(archive, tmp_path / "out")
+    assert sorted(p.name for p in files) == sorted(DEJAVU[:2])
+
+
+def test_extract_replaces_previous_contents(tmp_path, font_zip):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.ttf").write_bytes(b"old")
+    files = extract_fonts(font_zip, out)
+    assert "stale.ttf" not in {p.name for p in files}
+    assert not (out / "stale.ttf").exists()
+
+
+def test_extract_rejects_non_archive(tmp_path):
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"plain bytes, not an archive")
+    with pytest.raises(RuntimeError, match=re.escape("neither a zip nor a tar archive")):
+        extract_fonts(junk, tmp_path / "out")
