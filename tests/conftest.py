@@ -40,19 +40,6 @@ def _seeded():
     torch.set_default_dtype(dtype)
 
 
-@pytest.fixture
-def float64_default():
-    """Run a test with float64 as torch's default dtype (restored afterwards).
-
-    The attack engine allocates its buffers with the default dtype; with float64 it can attack a float64
-    model, which makes the result independent of batch composition to the last bit.
-    """
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 @pytest.fixture(scope="session")
 def font_paths():
     paths = discover_font_files(default_font_dirs(True, False, []))

@@ -128,6 +128,13 @@ def test_no_fonts_raises_with_help():
     assert "extra_dirs" in str(info.value)
 
 
+def test_no_fonts_message_names_the_folders_searched(tmp_path):
+    folder = str(tmp_path / "my-fonts")
+    with pytest.raises(RuntimeError, match=re.escape(f"no .ttf/.otf font files were found in {folder}")) as info:
+        build_glyph_bank(discover_font_files([folder]), max_fonts=8, shuffle_seed=0, searched=(folder,))
+    assert "fonts.extra_dirs" in str(info.value)
+
+
 def test_only_unusable_fonts_raise_with_reasons(tmp_path):
     fake = tmp_path / "fake.ttf"
     fake.write_bytes(b"\x00\x01" * 100)

@@ -74,8 +74,10 @@ class AttackResult:
 
     def best_restart(self) -> torch.Tensor:
         """Per example, a successful restart with the highest loss, else the restart with the highest loss."""
-        score = self.loss.masked_fill(~torch.isfinite(self.loss), -torch.inf) + self.success.float() * 1e30
-        return score.argmax(dim=1)
+        loss = self.loss.masked_fill(~torch.isfinite(self.loss), torch.finfo(self.loss.dtype).min)
+        # Where some restart succeeded, the unsuccessful ones are out of the running.
+        others = self.success.any(dim=1, keepdim=True) & ~self.success
+        return loss.masked_fill(others, -torch.inf).argmax(dim=1)
 
     def best_variables(self) -> torch.Tensor:
         """The variable of `best_restart` for every example, shape (n, *shape)."""

@@ -78,15 +78,28 @@ def write_dataset(path: str | os.PathLike, splits: dict[str, dict[str, np.ndarra
             h5.attrs[key] = value
 
 
-def read_split(path: str | os.PathLike, split: str) -> dict[str, np.ndarray]:
-    """Read one split as numpy arrays, naming the file and the fix if it is not a complete dataset file."""
+def read_split(path: str | os.PathLike, split: str, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Read one split (or only `rows` of it, in the given order) as numpy arrays.
+
+    Reading rows avoids loading the paper's 960k training images to train on N of them. A file that is not a
+    complete dataset file raises an error naming it and the fix.
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got '{split}'")
     try:
         with h5py.File(path, "r") as h5:
             if split not in h5:
                 raise KeyError(split)
-            data = {key: h5[split][key][()] for key in h5[split]}
+            group = h5[split]
+            if rows is None:
+                data = {key: group[key][()] for key in group}
+            else:
+                order = np.argsort(rows)
+                data = {}
+                for key in group:
+                    part = group[key][np.asarray(rows)[order]]  # h5py reads increasing indices
+                    data[key] = np.empty_like(part)
+                    data[key][order] = part
     except (OSError, KeyError) as err:
         raise RuntimeError(f"{path} is missing, corrupt or lacks the '{split}' split ({err}); delete it and rerun "
                            "the data rule") from err
@@ -95,6 +108,16 @@ def read_split(path: str | os.PathLike, split: str) -> dict[str, np.ndarray]:
             or len(images) != len(labels):
         raise RuntimeError(f"{path}:{split} does not hold images (n,1,28,28) with matching labels; delete and rerun")
     return data
+
+
+def split_size(path: str | os.PathLike, split: str) -> int:
+    """Number of examples in a split, without reading them."""
+    try:
+        with h5py.File(path, "r") as h5:
+            return int(h5[split]["labels"].shape[0])
+    except (OSError, KeyError) as err:
+        raise RuntimeError(f"{path} is missing, corrupt or lacks the '{split}' split ({err}); delete it and rerun "
+                           "the data rule") from err
 
 
 def read_glyph_bank(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:

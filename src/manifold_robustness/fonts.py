@@ -208,10 +208,12 @@ def build_glyph_bank(
     min_recognized: int = 8,
     size: int = 28,
     point_size: int = 21,
+    searched: tuple[str, ...] = (),
 ) -> tuple[np.ndarray, list[Path], list[FontVerdict]]:
     """Shuffle `paths` with a fixed seed, check them, and keep the first `max_fonts` that pass.
 
     Returns the glyph bank (F, 10, size, size), the kept paths, and a verdict for every font considered.
+    `searched` (the folders `paths` came from) only serves the error message when no font is usable.
     """
     order = list(paths)
     random.Random(shuffle_seed).shuffle(order)
@@ -244,14 +246,16 @@ def build_glyph_bank(
             kept.append(p)
             verdicts[p] = FontVerdict(str(p), True)
     if not kept:
-        raise RuntimeError(no_fonts_message(paths, verdicts))
+        raise RuntimeError(no_fonts_message(paths, verdicts, searched))
     bank = np.stack([glyphs_of[p] for p in kept])
     return bank, kept, [verdicts[p] for p in order]
 
 
-def no_fonts_message(paths: list[Path], verdicts: dict[Path, FontVerdict]) -> str:
+def no_fonts_message(paths: list[Path], verdicts: dict[Path, FontVerdict], searched: tuple[str, ...] = ()) -> str:
     """Explain that no usable font was found, where we looked, and how to add fonts."""
-    looked = f"{len(paths)} font files were considered" if paths else "no .ttf/.otf font files were found"
+    where = f" in {', '.join(searched)}" if searched else ""
+    looked = (f"{len(paths)} font files{where} were considered, none passed" if paths
+              else f"no .ttf/.otf font files were found{where}")
     reasons = "; ".join(f"{Path(v.path).name}: {v.reason}" for v in list(verdicts.values())[:5])
     return (
         f"no usable fonts for FONTS: {looked}{' (' + reasons + ')' if reasons else ''}. "

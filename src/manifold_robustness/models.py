@@ -8,6 +8,7 @@ Weights use Glorot (Xavier) initialization, biases start at zero.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import asdict, dataclass
 
 import torch
@@ -70,7 +71,7 @@ def load_classifier(path: str | os.PathLike, device: torch.device | str = "cpu")
     """Rebuild a classifier from its checkpoint and return it in eval mode on `device`."""
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-    except (OSError, RuntimeError) as err:
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         raise RuntimeError(f"cannot load classifier {path} ({err}); delete it and rerun its training rule") from err
     args = dict(ckpt["model_args"])
     args["channels"] = tuple(args["channels"])

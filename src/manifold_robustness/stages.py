@@ -11,12 +11,13 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import __version__
 from .attack_io import save_attack
 from .attacks import AttackConfig, pgd
-from .data import FontsSpec, evaluation_subset, make_fonts, read_split, training_subset, write_dataset
+from .data import FontsSpec, evaluation_subset, make_fonts, read_split, split_size, training_subset, write_dataset
 from .device import configure_torch, resolve_device
 from .fonts import build_glyph_bank, default_font_dirs, discover_font_files, extract_fonts, fetch_archive
 from .io import write_json
@@ -59,7 +60,8 @@ def build_fonts(fonts_cfg: dict, out: str, archive_dir: str | None = None) -> No
     paths = discover_font_files(dirs)
     log.info("looked in %s: %d font files", dirs, len(paths))
     bank, kept, verdicts = build_glyph_bank(paths, fonts_cfg["max_fonts"], fonts_cfg["shuffle_seed"],
-                                            fonts_cfg["min_recognized"], point_size=fonts_cfg["point_size"])
+                                            fonts_cfg["min_recognized"], point_size=fonts_cfg["point_size"],
+                                            searched=tuple(str(d) for d in dirs))
     for v in verdicts:
         if not v.kept:
             log.info("dropped %s: %s", v.path, v.reason)
@@ -74,9 +76,10 @@ def build_fonts(fonts_cfg: dict, out: str, archive_dir: str | None = None) -> No
     log.info("wrote %s: %d train, %d test images", out, len(splits["train"]["labels"]), len(splits["test"]["labels"]))
 
 
-def load_tensors(data_path: str, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and labels of one split on `device`."""
-    data = read_split(data_path, split)
+def load_tensors(data_path: str, split: str, device: torch.device,
+                 rows: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels of one split (or of `rows` of it) on `device`."""
+    data = read_split(data_path, split, rows)
     return torch.from_numpy(data["images"]).to(device), torch.from_numpy(data["labels"]).to(device)
 
 
@@ -85,20 +88,20 @@ def train(data_path: str, model_path: str, metrics_path: str, dataset: str, mode
     """Train one classifier on the first `n_train` images of the fixed permutation; write model and metrics."""
     device = resolve_device(device_name)
     configure_torch(threads, device)
-    images, labels = load_tensors(data_path, "train", device)
-    subset = torch.from_numpy(training_subset(len(labels), n_train, cls_cfg["subset_seed"])).to(device)
+    subset = training_subset(split_size(data_path, "train"), n_train, cls_cfg["subset_seed"])
+    images, labels = load_tensors(data_path, "train", device, rows=subset)
     cfg = TrainConfig(mode=mode, epochs=cls_cfg["epochs"], batch_size=cls_cfg["batch_size"], lr=cls_cfg["lr"],
                       lr_decay=cls_cfg["lr_decay"], weight_decay=cls_cfg["weight_decay"], seed=seed,
                       adversarial_fraction=cls_cfg["adversarial_fraction"],
                       attack=attack_config(cls_cfg.get("adversarial_attack", {})))
     start = time.perf_counter()
-    model, history = train_classifier(images[subset], labels[subset], cfg)
+    model, history = train_classifier(images, labels, cfg)
     seconds = time.perf_counter() - start
     test_images, test_labels = load_tensors(data_path, "test", device)
     metrics = {
         "dataset": dataset, "mode": mode, "n_train": n_train, "seed": seed, "epochs": cfg.epochs,
         "test_error": error_rate(model, test_images, test_labels),
-        "train_error": error_rate(model, images[subset], labels[subset]),
+        "train_error": error_rate(model, images, labels),
         "n_test": len(test_labels), "train_seconds": seconds, "history": history,
         "config": {k: v for k, v in cls_cfg.items() if mode == "adversarial" or k != "adversarial_attack"},
         "device": str(device), "threads": threads, "torch": torch.__version__, "package": __version__,
@@ -115,13 +118,12 @@ def attack_pgd(data_path: str, model_path: str, out: str, pgd_cfg: dict, device_
     """Attack the fixed evaluation subset of the test set with L_inf PGD and write the per-example record."""
     device = resolve_device(device_name)
     configure_torch(threads, device)
-    images, labels = load_tensors(data_path, "test", device)
-    subset = evaluation_subset(len(labels), pgd_cfg["n_test"], pgd_cfg["seed"])
+    subset = evaluation_subset(split_size(data_path, "test"), pgd_cfg["n_test"], pgd_cfg["seed"])
+    images, labels = load_tensors(data_path, "test", device, rows=subset)
     cfg = attack_config(pgd_cfg, early_stop=True)
     model = load_classifier(model_path, device)
-    index = torch.from_numpy(subset)
     start = time.perf_counter()
-    result = pgd(model, images[index.to(device)], labels[index.to(device)], cfg, indices=index, progress=True)
+    result = pgd(model, images, labels, cfg, indices=torch.from_numpy(subset), progress=True)
     seconds = time.perf_counter() - start
     rates = save_attack(out, result, subset, cfg, attrs={"seconds": seconds, "device": str(device),
                                                           "model": str(model_path)})

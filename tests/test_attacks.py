@@ -1,0 +1,385 @@
+"""L_inf PGD and the box-attack engine, on the small FONTS classifier of conftest.
+
+Exactness tests (batch vs one by one, sequential vs folded restarts) run the model in float64, so that
+different batch compositions cannot change a gradient sign through float32 rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from manifold_robustness.attacks import (
+    AttackConfig,
+    AttackResult,
+    box_attack,
+    pgd,
+    resolve_layout,
+    restart_noise,
+    success_rates,
+    training_config,
+)
+from manifold_robustness.training import predict
+from manifold_robustness.transformer import PRESETS, decode
+
+OPTIMIZERS = ("sign", "adam")
+EPS_MID = 0.03  # success rate of the fixture model is intermediate (about 0.2-0.4) at this radius
+
+
+def config(**kw) -> AttackConfig:
+    base = {"eps": 0.05, "steps": 20, "step_size": 0.01, "restarts": 2, "layout": "sequential"}
+    return AttackConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def double_model(trained_model):
+    return copy.deepcopy(trained_model).double().eval()
+
+
+def assert_same_result(a: AttackResult, b: AttackResult, atol: float = 0.0) -> None:
+    assert torch.equal(a.clean_pred, b.clean_pred)
+    assert torch.equal(a.success, b.success)
+    assert torch.equal(a.steps_to_success, b.steps_to_success)
+    assert torch.equal(a.pred, b.pred)
+    torch.testing.assert_close(a.variables, b.variables, atol=atol, rtol=0)
+    torch.testing.assert_close(a.loss, b.loss, atol=1e-5, rtol=1e-5)
+
+
+def test_fixture_model_is_accurate(trained_model, test_tensors):
+    images, labels = test_tensors
+    accuracy = float((predict(trained_model, images) == labels).float().mean())
+    assert accuracy > 0.8
+
+
+@pytest.mark.parametrize("early_stop", [True, False])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_adversarial_examples_stay_in_eps_ball_and_unit_box(trained_model, attack_set, optimizer, early_stop):
+    x, y, index = attack_set
+    eps = 0.05
+    result = pgd(trained_model, x, y, config(eps=eps, optimizer=optimizer, early_stop=early_stop), indices=index)
+    v = result.variables
+    assert v.shape == (len(x), 2, 1, 28, 28) and v.dtype == x.dtype
+    assert result.success.shape == result.loss.shape == result.pred.shape == (len(x), 2)
+    delta = (v - x[:, None]).abs()
+    assert delta.max() <= eps + 1e-6
+    assert v.min() >= 0 and v.max() <= 1
+    assert delta.max() > eps / 2  # the attack did move the images
+    rates = success_rates(result.success, result.correct)
+    assert 0 < rates["success"] < 1
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_eps_zero_gives_clean_accuracy(trained_model, attack_set, optimizer):
+    x, y, index = attack_set
+    result = pgd(trained_model, x, y, config(eps=0.0, steps=5, optimizer=optimizer), indices=index)
+    clean_correct = predict(trained_model, x) == y
+    assert torch.equal(result.correct, clean_correct)
+    assert 0 < int((~clean_correct).sum()), "want some misclassified clean images to make the check meaningful"
+    rates = success_rates(result.success, result.correct)
+    assert rates["robust_accuracy"] == int(clean_correct.sum()) / len(x)
+    assert rates["success"] == 0 and rates["success_any"] == 0
+    assert rates["n_correct"] == int(clean_correct.sum()) and rates["n_attacked"] == len(x)
+    assert torch.equal(result.variables, x[:, None].expand_as(result.variables))
+    # Misclassified clean images count as "successful" restarts (at step 0) but are excluded from the rates.
+    assert torch.equal(result.success, (~clean_correct)[:, None].expand(-1, 2))
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_more_steps_never_lower_success(trained_model, attack_set, optimizer):
+    x, y, index = attack_set
+    results = {s: pgd(trained_model, x, y, config(eps=EPS_MID, steps=s, restarts=3, optimizer=optimizer),
+                      indices=index) for s in (5, 20, 40)}
+    rates = {s: success_rates(r.success, r.correct) for s, r in results.items()}
+    for s in rates:
+        assert 0 < rates[s]["success_any"] < 1, rates
+    for short, long in ((5, 20), (20, 40)):
+        a, b = results[short], results[long]
+        # Per (example, restart): the short run is a prefix of the long one.
+        assert not (a.success & ~b.success).any()
+        assert torch.equal(a.steps_to_success[a.success], b.steps_to_success[a.success])
+        assert rates[long]["success"] >= rates[short]["success"]
+        assert rates[long]["success_any"] >= rates[short]["success_any"]
+    assert int(results[40].success.sum()) > int(results[5].success.sum())
+
+
+def _restart_runs(model, x, y, index, optimizer, layout):
+    return {r: pgd(model, x, y, config(eps=EPS_MID, restarts=r, optimizer=optimizer, layout=layout), indices=index)
+            for r in (1, 2, 3, 5)}
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_more_restarts_never_lower_success_any(trained_model, attack_set, optimizer):
+    x, y, index = attack_set
+    runs = _restart_runs(trained_model, x, y, index, optimizer, "sequential")
+    any_rate = [success_rates(runs[r].success, runs[r].correct)["success_any"] for r in (1, 3, 5)]
+    assert any_rate[0] <= any_rate[1] <= any_rate[2]
+    assert 0 < any_rate[0] and any_rate[2] < 1
+    # Restart r does the same thing whatever the number of restarts.
+    for r in (2, 3):
+        assert torch.equal(runs[r].success, runs[5].success[:, :r])
+        assert torch.equal(runs[r].steps_to_success, runs[5].steps_to_success[:, :r])
+        assert torch.equal(runs[r].variables, runs[5].variables[:, :r])
+    # Different restarts start from different points.
+    assert not torch.equal(runs[5].variables[:, 0], runs[5].variables[:, 1])
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_restart_prefix_in_folded_layout(double_model, attack_set, optimizer):
+    x, y, index = attack_set
+    x = x[:60].double()
+    runs = _restart_runs(double_model, x, y[:60], index[:60], optimizer, "folded")
+    for r in (2, 3):
+        assert torch.equal(runs[r].success, runs[5].success[:, :r])
+        assert torch.equal(runs[r].steps_to_success, runs[5].steps_to_success[:, :r])
+        torch.testing.assert_close(runs[r].variables, runs[5].variables[:, :r], atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_batch_equals_one_by_one(double_model, attack_set, optimizer):
+    x, y, index = attack_set
+    n = 24
+    x, y, index = x[:n].double(), y[:n], index[:n]
+    cfg = config(optimizer=optimizer)
+    batch = pgd(double_model, x, y, cfg, indices=index)
+    assert batch.variables.dtype == torch.float64
+    assert batch.success.any() and not batch.success.all()
+    singles = [pgd(double_model, x[i:i + 1], y[i:i + 1], cfg, indices=index[i:i + 1]) for i in range(n)]
+    joined = AttackResult(
+        labels=y, clean_pred=torch.cat([s.clean_pred for s in singles]),
+        variables=torch.cat([s.variables for s in singles]), success=torch.cat([s.success for s in singles]),
+        loss=torch.cat([s.loss for s in singles]), pred=torch.cat([s.pred for s in singles]),
+        steps_to_success=torch.cat([s.steps_to_success for s in singles]))
+    assert_same_result(batch, joined, atol=1e-8)
+    # Chunking by batch_size does not matter either.
+    chunked = pgd(double_model, x, y, config(optimizer=optimizer, batch_size=7), indices=index)
+    assert_same_result(batch, chunked, atol=1e-8)
+
+
+def test_batch_equals_one_by_one_float32_sign(trained_model, attack_set):
+    """With signed steps the float32 attack is also independent of the batch (on this CPU)."""
+    x, y, index = attack_set
+    n = 16
+    cfg = config()
+    batch = pgd(trained_model, x[:n], y[:n], cfg, indices=index[:n])
+    for i in range(n):
+        single = pgd(trained_model, x[i:i + 1], y[i:i + 1], cfg, indices=index[i:i + 1])
+        assert torch.equal(single.success[0], batch.success[i])
+        torch.testing.assert_close(single.variables[0], batch.variables[i], atol=1e-6, rtol=0)
+
+
+def test_random_starts_depend_on_example_identity(trained_model, attack_set):
+    """With no steps and no early stop the kept variable is the random start clip(x + eps * noise(seed, index, r))."""
+    x, y, index = attack_set
+    x, y, index = x[:10], y[:10], index[:10]
+    eps = 0.1
+    cfg = config(eps=eps, steps=0, restarts=3, early_stop=False, seed=11)
+    result = pgd(trained_model, x, y, cfg, indices=index)
+    for r in range(3):
+        noise = restart_noise(index, r, (1, 28, 28), seed=11)
+        expected = torch.minimum(torch.maximum(x + eps * noise, (x - eps).clamp(0, 1)), (x + eps).clamp(0, 1))
+        torch.testing.assert_close(result.variables[:, r], expected, atol=1e-7, rtol=0)
+    # Without `indices` the examples are numbered 0..n-1, so their starts differ.
+    default = pgd(trained_model, x, y, cfg)
+    assert not torch.equal(default.variables, result.variables)
+    # The same examples in another order keep their starts.
+    perm = torch.tensor([3, 1, 4, 0, 9, 2, 6, 5, 8, 7])
+    shuffled = pgd(trained_model, x[perm], y[perm], cfg, indices=index[perm])
+    assert torch.equal(shuffled.variables, result.variables[perm])
+
+
+def test_restart_noise_is_keyed_by_seed_index_restart():
+    a = restart_noise(torch.tensor([3, 7, 11]), 2, (4, 5), seed=0)
+    assert a.shape == (3, 4, 5) and a.min() >= -1 and a.max() <= 1
+    assert torch.equal(restart_noise(torch.tensor([7]), 2, (4, 5), seed=0)[0], a[1])
+    assert not torch.equal(restart_noise(torch.tensor([7]), 1, (4, 5), seed=0)[0], a[1])
+    assert not torch.equal(restart_noise(torch.tensor([7]), 2, (4, 5), seed=1)[0], a[1])
+    big = restart_noise(torch.arange(50), 0, (28, 28), seed=0)
+    assert abs(float(big.mean())) < 0.01 and float(big.abs().max()) > 0.999
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_sequential_equals_folded(double_model, attack_set, optimizer):
+    x, y, index = attack_set
+    x = x.double()
+    seq = pgd(double_model, x, y, config(restarts=3, optimizer=optimizer, layout="sequential"), indices=index)
+    fold = pgd(double_model, x, y, config(restarts=3, optimizer=optimizer, layout="folded"), indices=index)
+    assert seq.success.any() and not seq.success.all()
+    assert_same_result(seq, fold, atol=1e-9)
+
+
+def test_layout_resolution():
+    assert resolve_layout("auto", torch.device("cpu")) == "sequential"
+    assert resolve_layout("auto", torch.device("cuda")) == "folded"
+    assert resolve_layout("folded", torch.device("cpu")) == "folded"
+
+
+@pytest.mark.parametrize("start_training", [True, False])
+def test_model_mode_and_inputs_are_left_alone(trained_model, attack_set, start_training):
+    model = copy.deepcopy(trained_model)
+    model.train(start_training)
+    state = copy.deepcopy(model.state_dict())
+    x, y, index = attack_set
+    x, y = x[:50], y[:50]
+    x_before, y_before = x.clone(), y.clone()
+    result = pgd(model, x, y, config(restarts=2), indices=index[:50])
+    assert model.training == start_training
+    assert all(m.training == start_training for m in model.modules())
+    assert torch.equal(x, x_before) and torch.equal(y, y_before)
+    for key, value in model.state_dict().items():  # BN running stats untouched: the attack ran in eval mode
+        assert torch.equal(value, state[key]), key
+    assert all(p.grad is None for p in model.parameters())
+    # The attack runs in eval mode whatever the starting mode: same result as the eval-mode fixture model.
+    reference = pgd(trained_model, x, y, config(restarts=2), indices=index[:50])
+    assert torch.equal(result.success, reference.success)
+    assert torch.equal(result.variables, reference.variables)
+
+
+def test_model_mode_restored_when_attack_fails(trained_model, attack_set):
+    model = copy.deepcopy(trained_model).train()
+    x, y, _ = attack_set
+
+    def broken_decode(v, rows):
+        raise RuntimeError("decoder exploded")
+
+    with pytest.raises(RuntimeError, match="decoder exploded"):
+        box_attack(model, broken_decode, x[:4], x[:4], x[:4], y[:4], config())
+    assert model.training
+
+
+@pytest.mark.parametrize("shift", [0.5, -0.5])
+def test_images_outside_unit_interval_raise(trained_model, attack_set, shift):
+    x, y, _ = attack_set
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        pgd(trained_model, x[:4] + shift, y[:4], config())
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_early_stopped_successes_are_misclassified(trained_model, attack_set, optimizer):
+    x, y, index = attack_set
+    steps = 20
+    result = pgd(trained_model, x, y, config(restarts=3, steps=steps, optimizer=optimizer), indices=index)
+    s = result.success
+    assert s.any() and not s.all()
+    labels = y[:, None].expand_as(s)
+    assert (result.pred[s] != labels[s]).all()
+    assert (result.steps_to_success[s] >= 0).all() and (result.steps_to_success[s] <= steps).all()
+    assert (result.steps_to_success[~s] == -1).all()
+    assert (result.pred[~s] == labels[~s]).all()
+    # The recorded prediction and loss are those of the kept example.
+    flat = result.variables.flatten(0, 1)
+    with torch.no_grad():
+        logits = trained_model(flat)
+    assert torch.equal(logits.argmax(1).view_as(s), result.pred)
+    recomputed = F.cross_entropy(logits, labels.flatten(), reduction="none").view_as(s)
+    torch.testing.assert_close(result.loss, recomputed, atol=1e-4, rtol=1e-4)
+    # Clean-misclassified examples succeed at step 0.
+    assert (result.steps_to_success[~result.correct] == 0).all()
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_without_early_stop_the_highest_loss_iterate_is_kept(trained_model, attack_set, optimizer):
+    x, y, index = attack_set
+    runs = {s: pgd(trained_model, x, y, config(steps=s, early_stop=False, optimizer=optimizer), indices=index)
+            for s in (0, 5, 20)}
+    assert (runs[5].loss >= runs[0].loss).all() and (runs[20].loss >= runs[5].loss).all()
+    assert (runs[20].loss > runs[0].loss).float().mean() > 0.9
+    for r in runs.values():
+        assert torch.equal(r.success, r.pred != y[:, None])
+
+
+def test_box_attack_on_transformation_codes(trained_model, fonts_data, glyph_bank):
+    """The engine with a non-identity decoder: variables stay in their box, successes fool the model."""
+    d = fonts_data["test"]
+    n = 40
+    glyphs = torch.from_numpy(glyph_bank[0])
+    font, label = torch.from_numpy(d["font"][:n]), torch.from_numpy(d["labels"][:n])
+    codes = torch.from_numpy(d["codes"][:n])
+    ranges = PRESETS["moderate"]
+    lo, hi = ranges.low.expand(n, 6).clone(), ranges.high.expand(n, 6).clone()
+
+    def decode_codes(v, rows):
+        return decode(glyphs, font[rows], label[rows], v)
+
+    cfg = config(eps=1.0, steps=10, step_size=0.02, restarts=2)
+    result = box_attack(trained_model, decode_codes, codes, lo, hi, label, cfg)
+    v = result.variables
+    assert v.shape == (n, 2, 6)
+    assert (v >= lo[:, None]).all() and (v <= hi[:, None]).all()
+    with torch.no_grad():
+        pred = trained_model(decode(glyphs, font.repeat_interleave(2), label.repeat_interleave(2), v.flatten(0, 1)))
+    assert torch.equal(pred.argmax(1).view(n, 2), result.pred)
+    assert result.success.any()
+
+
+@pytest.mark.parametrize("eps", [EPS_MID, 0.05])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_at_least_as_strong_as_torchattacks(trained_model, attack_set, optimizer, eps):
+    torchattacks = pytest.importorskip("torchattacks")
+    x, y, index = attack_set
+    restarts = 3
+    model = trained_model.eval()
+    torch.manual_seed(0)
+    reference = torchattacks.PGD(model, eps=eps, alpha=0.01, steps=40, random_start=True)
+    fooled = torch.zeros(len(y), dtype=torch.bool)
+    for _ in range(restarts):
+        adv = reference(x, y)
+        assert (adv - x).abs().max() <= eps + 1e-6
+        with torch.no_grad():
+            fooled |= model(adv).argmax(1) != y
+    correct = predict(model, x) == y
+    theirs = float(fooled[correct].float().mean())
+    assert 0.05 < theirs < 0.95, f"pick eps so that the reference rate is intermediate (got {theirs})"
+    ours = pgd(model, x, y, config(eps=eps, steps=40, step_size=0.01, restarts=restarts, optimizer=optimizer),
+               indices=index)
+    assert torch.equal(ours.correct, correct)
+    assert success_rates(ours.success, ours.correct)["success_any"] >= theirs
+
+
+def test_success_rates_definitions():
+    success = torch.tensor([[True, False], [False, False], [True, True], [True, True]])
+    correct = torch.tensor([True, True, True, False])
+    rates = success_rates(success, correct)
+    assert rates["success"] == pytest.approx(3 / 6)
+    assert rates["success_any"] == pytest.approx(2 / 3)
+    assert rates["robust_accuracy"] == pytest.approx(1 / 4)
+    assert rates["n_attacked"] == 4 and rates["n_correct"] == 3
+    nothing_correct = success_rates(success, torch.zeros(4, dtype=torch.bool))
+    assert nothing_correct["success"] != nothing_correct["success"]  # NaN
+    assert nothing_correct["robust_accuracy"] == 0.0
+
+
+def hand_result(success, loss):
+    success, loss = torch.tensor(success), torch.tensor(loss, dtype=torch.float32)
+    n, r = success.shape
+    return AttackResult(labels=torch.zeros(n, dtype=torch.long), clean_pred=torch.zeros(n, dtype=torch.long),
+                        variables=torch.arange(n * r, dtype=torch.float32).view(n, r, 1), success=success,
+                        loss=loss, pred=success.long(), steps_to_success=torch.where(success, 1, -1))
+
+
+def test_best_restart_prefers_success_then_loss():
+    result = hand_result([[False, True, False], [False, False, False], [False, False, True]],
+                         [[9.0, 0.5, 3.0], [0.1, 2.0, float("nan")], [float("inf"), 1.0, 0.2]])
+    assert result.best_restart().tolist() == [1, 1, 2]
+    assert result.best_variables().flatten().tolist() == [1.0, 4.0, 8.0]
+
+
+def test_best_restart_picks_highest_loss_among_successful():
+    result = hand_result([[True, True, False]], [[0.5, 4.0, 9.0]])
+    assert result.best_restart().tolist() == [1]
+
+
+@pytest.mark.parametrize("bad", [{"optimizer": "lbfgs"}, {"layout": "diagonal"}, {"eps": -0.1}, {"steps": -1},
+                                 {"restarts": 0}, {"batch_size": 0}])
+def test_attack_config_validation(bad):
+    with pytest.raises(ValueError, match="must be one of|need eps >= 0"):
+        AttackConfig(**bad)
+
+
+def test_training_config_variant():
+    cfg = AttackConfig(eps=0.2, steps=7, restarts=5, early_stop=True, optimizer="adam", seed=3)
+    train_cfg = training_config(cfg)
+    assert train_cfg.restarts == 1 and train_cfg.early_stop is False
+    assert (train_cfg.eps, train_cfg.steps, train_cfg.optimizer, train_cfg.seed) == (0.2, 7, "adam", 3)

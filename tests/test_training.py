@@ -1,0 +1,217 @@
+"""Training (normal and adversarial), the attack record on disk, and the success rates the tables read from it."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from manifold_robustness.attack_io import load_success_rates, save_attack
+from manifold_robustness.attacks import AttackConfig, AttackResult, pgd, success_rates
+from manifold_robustness.tables import COLUMNS, metrics_row, metrics_table
+from manifold_robustness.training import (
+    TrainConfig,
+    adversarial_batch,
+    error_rate,
+    learning_rate,
+    predict,
+    train_classifier,
+)
+
+
+def tiny_config(**kw) -> TrainConfig:
+    return TrainConfig(**{"epochs": 2, "batch_size": 50, "seed": 0, **kw})
+
+
+@pytest.fixture(scope="module")
+def tiny_train(train_tensors):
+    """200 training images, a subset with every class."""
+    images, labels = train_tensors
+    index = torch.randperm(len(labels), generator=torch.Generator().manual_seed(1))[:200]
+    return images[index].clone(), labels[index].clone()
+
+
+def assert_same_state(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+def test_same_seed_same_model(tiny_train):
+    images, labels = tiny_train
+    m1, h1 = train_classifier(images, labels, tiny_config(), progress=False)
+    torch.manual_seed(123)  # global RNG state must not matter: the seed is in the config
+    m2, h2 = train_classifier(images, labels, tiny_config(), progress=False)
+    assert [h["loss"] for h in h1] == [h["loss"] for h in h2]
+    assert_same_state(m1, m2)
+
+
+def test_different_seeds_differ(tiny_train):
+    images, labels = tiny_train
+    m1, h1 = train_classifier(images, labels, tiny_config(seed=0), progress=False)
+    m2, h2 = train_classifier(images, labels, tiny_config(seed=1), progress=False)
+    assert h1[0]["loss"] != h2[0]["loss"]
+    assert not torch.equal(m1.fc1.weight, m2.fc1.weight)
+
+
+def test_learning_rate_schedule():
+    cfg = TrainConfig(lr=0.01, lr_decay=0.95)
+    for epoch in (0, 1, 5, 19):
+        assert learning_rate(epoch, cfg) == pytest.approx(0.01 * 0.95 ** epoch, rel=1e-12)
+    assert learning_rate(0, cfg) == 0.01
+
+
+def test_normal_training_lowers_loss_and_records_history(tiny_train):
+    images, labels = tiny_train
+    cfg = tiny_config(epochs=4)
+    model, history = train_classifier(images, labels, cfg, progress=False)
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+    assert [h["lr"] for h in history] == [learning_rate(e, cfg) for e in range(4)]
+    assert all(h["seconds"] >= 0 and np.isfinite(h["loss"]) for h in history)
+    assert history[0]["loss"] > 2 * history[-1]["loss"]
+    assert not model.training
+
+
+def test_fixture_model_generalizes(trained_model, test_tensors):
+    images, labels = test_tensors
+    assert error_rate(trained_model, images, labels) < 0.2
+
+
+def test_adversarial_training_runs(tiny_train):
+    images, labels = tiny_train
+    attack = AttackConfig(eps=0.1, steps=3, restarts=4)
+    cfg = tiny_config(mode="adversarial", epochs=1, attack=attack)
+    model, history = train_classifier(images[:100], labels[:100], cfg, progress=False)
+    assert not model.training
+    assert len(history) == 1 and np.isfinite(history[0]["loss"])
+    normal, normal_history = train_classifier(images[:100], labels[:100], tiny_config(epochs=1), progress=False)
+    assert history[0]["loss"] != normal_history[0]["loss"]  # the adversarial half of each batch changed the loss
+
+
+def test_adversarial_batch_replaces_the_last_fraction(trained_model, tiny_train):
+    images, labels = tiny_train
+    x, y = images[:10], labels[:10]
+    model = copy.deepcopy(trained_model).train()
+    eps = 0.1
+    cfg = tiny_config(mode="adversarial", attack=AttackConfig(eps=eps, steps=5, restarts=3))
+    out = adversarial_batch(model, x, y, torch.arange(10), cfg, epoch=0)
+    assert model.training  # the attack restored the training mode
+    assert out.shape == x.shape
+    assert torch.equal(out[:5], x[:5])
+    delta = (out[5:] - x[5:]).abs()
+    assert delta.max() <= eps + 1e-6 and delta.flatten(1).max(1).values.min() > 0
+    assert out.min() >= 0 and out.max() <= 1
+    # A fresh epoch draws fresh random starts.
+    again = adversarial_batch(model, x, y, torch.arange(10), cfg, epoch=1)
+    assert not torch.equal(again[5:], out[5:])
+    # Nothing is replaced when the fraction is 0; everything when it is 1.
+    assert adversarial_batch(model, x, y, torch.arange(10), tiny_config(adversarial_fraction=0.0), 0) is x
+    full = adversarial_batch(model, x, y, torch.arange(10), tiny_config(adversarial_fraction=1.0), 0)
+    assert not torch.equal(full[:5], x[:5])
+
+
+def test_train_config_validation():
+    with pytest.raises(ValueError, match="training mode must be one of"):
+        TrainConfig(mode="robust")
+    with pytest.raises(ValueError, match="adversarial_fraction"):
+        TrainConfig(adversarial_fraction=1.5)
+
+
+def test_predict_restores_mode(trained_model, tiny_train):
+    model = copy.deepcopy(trained_model).train()
+    images, _ = tiny_train
+    pred = predict(model, images, batch_size=64)
+    assert model.training and pred.shape == (len(images),)
+    assert torch.equal(pred, predict(trained_model, images))
+
+
+# Success rates, the attack record and the metrics table.
+
+
+def test_success_rates_hand_built():
+    # 3 images x 2 restarts; image 2 is misclassified before the attack and does not count.
+    success = np.array([[True, False], [False, False], [True, True]])
+    correct = np.array([True, True, False])
+    rates = success_rates(success, correct)
+    assert rates["success"] == 0.25  # 1 of the 4 (image, restart) pairs of correct images
+    assert rates["success_any"] == 0.5  # image 0 of images 0, 1
+    assert rates["robust_accuracy"] == 1 / 3  # only image 1 is correct and survives
+    assert rates["n_attacked"] == 3 and rates["n_correct"] == 2
+    # Tensors work too.
+    assert success_rates(torch.from_numpy(success), torch.from_numpy(correct)) == rates
+
+
+def hand_result() -> AttackResult:
+    success = torch.tensor([[True, False], [False, False], [True, True]])
+    return AttackResult(
+        labels=torch.tensor([1, 2, 3]), clean_pred=torch.tensor([1, 2, 0]),
+        variables=torch.rand(3, 2, 1, 28, 28), success=success, loss=torch.tensor([[3.0, 1.0], [0.5, 0.7], [2.0, 2.5]]),
+        pred=torch.tensor([[4, 1], [2, 2], [5, 6]]), steps_to_success=torch.tensor([[3, -1], [-1, -1], [0, 0]]))
+
+
+def test_save_attack_then_load_success_rates(tmp_path):
+    result = hand_result()
+    path = tmp_path / "attacks" / "pgd.h5"
+    cfg = AttackConfig(eps=0.3, restarts=2)
+    rates = save_attack(path, result, np.array([10, 20, 30]), cfg, attrs={"model": "m.pt"})
+    assert rates == success_rates(result.success, result.correct)
+    assert load_success_rates(path) == rates
+    with h5py.File(path, "r") as h5:
+        assert h5["index"][()].tolist() == [10, 20, 30]
+        assert h5["best_restart"][()].tolist() == [0, 1, 1]
+        assert np.array_equal(h5["adversarial"][()], result.variables[[0, 1, 2], [0, 1, 1]].numpy())
+        assert h5["success"][()].dtype == bool
+        assert h5.attrs["config.eps"] == 0.3 and h5.attrs["config.restarts"] == 2
+        assert h5.attrs["config.model"] == "m.pt"
+        assert h5.attrs["rate.success_any"] == rates["success_any"]
+    assert list(path.parent.iterdir()) == [path]
+
+
+def test_save_attack_of_a_real_pgd_run(tmp_path, trained_model, attack_set):
+    x, y, index = attack_set
+    cfg = AttackConfig(eps=0.05, steps=10, restarts=2)
+    result = pgd(trained_model, x, y, cfg, indices=index)
+    path = tmp_path / "pgd.h5"
+    rates = save_attack(path, result, index.numpy(), cfg)
+    assert load_success_rates(path) == rates == success_rates(result.success, result.correct)
+    assert 0 < rates["success"] < 1
+
+
+@pytest.mark.parametrize("drop", ["success", "label", "clean_pred"])
+def test_incomplete_attack_record_raises(tmp_path, drop):
+    path = tmp_path / "pgd.h5"
+    save_attack(path, hand_result(), np.arange(3), AttackConfig())
+    with h5py.File(path, "a") as h5:
+        del h5[drop]
+    with pytest.raises(RuntimeError, match=rf"incomplete or corrupt .*missing datasets \['{drop}'\]"):
+        load_success_rates(path)
+
+
+def test_corrupt_or_missing_attack_record_raises(tmp_path):
+    path = tmp_path / "pgd.h5"
+    path.write_bytes(b"\x89HDF\r\n" + bytes(200))
+    with pytest.raises(RuntimeError, match="delete it and rerun"):
+        load_success_rates(path)
+    with pytest.raises(RuntimeError, match="incomplete or corrupt"):
+        load_success_rates(tmp_path / "absent.h5")
+
+
+def test_metrics_table_joins_metrics_and_attack_records(tmp_path):
+    rows = []
+    for seed, n_train in ((1, 200), (0, 400), (0, 200)):
+        metrics = tmp_path / f"metrics_{seed}_{n_train}.json"
+        metrics.write_text(json.dumps({"dataset": "fonts", "mode": "normal", "n_train": n_train, "seed": seed,
+                                       "test_error": 0.1, "train_error": 0.0, "epochs": 2}))
+        record = tmp_path / f"pgd_{seed}_{n_train}.h5"
+        rates = save_attack(record, hand_result(), np.arange(3), AttackConfig())
+        rows.append(metrics_row(metrics, {"pgd": record}))
+    df = metrics_table(rows)
+    assert list(df.columns[:len(COLUMNS)]) == list(COLUMNS)
+    assert df[["n_train", "seed"]].values.tolist() == [[200, 0], [200, 1], [400, 0]]
+    assert (df["pgd_success"] == rates["success"]).all() and (df["pgd_success_any"] == rates["success_any"]).all()
+    assert df["onmanifold_success"].isna().all()
