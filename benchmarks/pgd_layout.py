@@ -26,20 +26,22 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eps", type=float, default=0.3,
+                        help="a smaller eps keeps examples in the batch longer (a harder attack)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     bank, _, _ = build_glyph_bank(discover_font_files(default_font_dirs(True, True, [])), 1000, 0)
     data = make_fonts(bank, FontsSpec(30, 10, PRESETS["moderate"], 0))
     x, y = (torch.from_numpy(data["train"][k]).to(device) for k in ("images", "labels"))
-    model, _ = train_classifier(x, y, TrainConfig(epochs=3), progress=False)
+    model, _ = train_classifier(x, y, TrainConfig(epochs=10), progress=False)
     xt, yt = (torch.from_numpy(data["test"][k][: args.n]).to(device) for k in ("images", "labels"))
     print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{args.threads} CPU threads'})")
     times: dict[str, list[float]] = {}
     rates = {}
     for _ in range(args.repeats):
         for layout in ("sequential", "folded"):
-            cfg = AttackConfig(layout=layout, batch_size=args.n)
+            cfg = AttackConfig(eps=args.eps, layout=layout, batch_size=args.n)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -70,9 +70,8 @@ def adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: t
     k = len(x) - int(round(cfg.adversarial_fraction * len(x)))
     if k == len(x):
         return x
-    attack = training_config(cfg.attack)
     # Seeded by (run seed, epoch) and the examples' dataset indices, so each epoch draws fresh starts.
-    attack = AttackConfig(**{**attack.__dict__, "seed": cfg.seed * 100_003 + epoch})
+    attack = replace(training_config(cfg.attack), seed=cfg.seed * 100_003 + epoch)
     result = pgd(model, x[k:], y[k:], attack, indices=idx[k:])
     return torch.cat([x[:k], result.variables[:, 0].detach()])
 

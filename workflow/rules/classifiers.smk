@@ -11,6 +11,7 @@ rule train_classifier:
         f"logs/train_classifier/{RUN}.log",
     benchmark:
         f"results/benchmarks/train_classifier/{RUN}.tsv"
+    priority: training_priority
     conda:
         "../../envs/torch.yaml"
     threads: config["classifiers"]["threads"]

@@ -57,3 +57,9 @@ def train_params(wildcards):
 def gpu_count(wildcards):
     """GPUs a training or attack job asks the scheduler for."""
     return 1 if config["device"] == "cuda" else 0
+
+
+def training_priority(wildcards):
+    """Start the longest training jobs first (cost grows with N, about 20x under adversarial training),
+    so that short jobs fill the gaps instead of a long one running alone at the end."""
+    return int(wildcards.n) * (20 if wildcards.mode == "adversarial" else 1)
