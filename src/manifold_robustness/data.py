@@ -78,6 +78,12 @@ def write_dataset(path: str | os.PathLike, splits: dict[str, dict[str, np.ndarra
             h5.attrs[key] = value
 
 
+def incomplete_file(path: str | os.PathLike, split: str, err: Exception) -> RuntimeError:
+    """The error for a dataset file that cannot be read: name it and say how to remake it."""
+    return RuntimeError(f"{path} is missing, corrupt or lacks the '{split}' split ({err}); delete it and rerun "
+                        "the data rule")
+
+
 def read_split(path: str | os.PathLike, split: str, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Read one split (or only `rows` of it, in the given order) as numpy arrays.
 
@@ -101,8 +107,7 @@ def read_split(path: str | os.PathLike, split: str, rows: np.ndarray | None = No
                     data[key] = np.empty_like(part)
                     data[key][order] = part
     except (OSError, KeyError) as err:
-        raise RuntimeError(f"{path} is missing, corrupt or lacks the '{split}' split ({err}); delete it and rerun "
-                           "the data rule") from err
+        raise incomplete_file(path, split, err) from err
     images, labels = data.get("images"), data.get("labels")
     if images is None or labels is None or images.ndim != 4 or images.shape[1:] != (1, 28, 28) \
             or len(images) != len(labels):
@@ -116,8 +121,7 @@ def split_size(path: str | os.PathLike, split: str) -> int:
         with h5py.File(path, "r") as h5:
             return int(h5[split]["labels"].shape[0])
     except (OSError, KeyError) as err:
-        raise RuntimeError(f"{path} is missing, corrupt or lacks the '{split}' split ({err}); delete it and rerun "
-                           "the data rule") from err
+        raise incomplete_file(path, split, err) from err
 
 
 def read_glyph_bank(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
