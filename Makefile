@@ -1,6 +1,6 @@
 # Two commands: `make run` (the study on the default config) and `make test` (the test suite).
 # Both create .venv with pinned dependencies on first use.
-PYTHON ?= python3
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
