@@ -101,9 +101,10 @@ def read_split(path: str | os.PathLike, split: str, rows: np.ndarray | None = No
                 data = {key: group[key][()] for key in group}
             else:
                 order = np.argsort(rows)
+                increasing = np.asarray(rows)[order]  # h5py reads rows in increasing order only
                 data = {}
                 for key in group:
-                    part = group[key][np.asarray(rows)[order]]  # h5py reads increasing indices
+                    part = group[key][increasing]
                     data[key] = np.empty_like(part)
                     data[key][order] = part
     except (OSError, KeyError) as err:
