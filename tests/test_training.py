@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from manifold_robustness.attack_io import load_success_rates, save_attack
-from manifold_robustness.attacks import AttackConfig, AttackResult, pgd, success_rates
+from manifold_robustness.attacks import AttackConfig, AttackResult, pgd, pgd_adversary, success_rates
 from manifold_robustness.tables import COLUMNS, metrics_row, metrics_table
 from manifold_robustness.training import (
     TrainConfig,
@@ -99,7 +99,7 @@ def test_adversarial_batch_replaces_the_last_fraction(trained_model, tiny_train)
     model = copy.deepcopy(trained_model).train()
     eps = 0.1
     cfg = tiny_config(mode="adversarial", attack=AttackConfig(eps=eps, steps=5, restarts=3))
-    out = adversarial_batch(model, x, y, torch.arange(10), cfg, epoch=0)
+    out = adversarial_batch(model, x, y, torch.arange(10), cfg, 0, pgd_adversary(x))
     assert model.training  # the attack restored the training mode
     assert out.shape == x.shape
     assert torch.equal(out[:5], x[:5])
@@ -107,11 +107,13 @@ def test_adversarial_batch_replaces_the_last_fraction(trained_model, tiny_train)
     assert delta.max() <= eps + 1e-6 and delta.flatten(1).max(1).values.min() > 0
     assert out.min() >= 0 and out.max() <= 1
     # A fresh epoch draws fresh random starts.
-    again = adversarial_batch(model, x, y, torch.arange(10), cfg, epoch=1)
+    again = adversarial_batch(model, x, y, torch.arange(10), cfg, 1, pgd_adversary(x))
     assert not torch.equal(again[5:], out[5:])
     # Nothing is replaced when the fraction is 0; everything when it is 1.
-    assert adversarial_batch(model, x, y, torch.arange(10), tiny_config(adversarial_fraction=0.0), 0) is x
-    full = adversarial_batch(model, x, y, torch.arange(10), tiny_config(adversarial_fraction=1.0), 0)
+    assert adversarial_batch(model, x, y, torch.arange(10), tiny_config(adversarial_fraction=0.0), 0,
+                             pgd_adversary(x)) is x
+    full = adversarial_batch(model, x, y, torch.arange(10), tiny_config(adversarial_fraction=1.0), 0,
+                             pgd_adversary(x))
     assert not torch.equal(full[:5], x[:5])
 
 

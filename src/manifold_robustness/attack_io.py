@@ -2,7 +2,10 @@
 
 Datasets (n attacked test images, R restarts): `index` (into the test split), `label`, `clean_pred`,
 `adversarial` (the kept example of the best restart, float32), `best_restart`, and per restart `success`,
-`loss`, `pred`, `steps_to_success`. Attributes hold the attack configuration, so every number in the
+`loss`, `pred`, `steps_to_success`. Attacks through a decoder (on-manifold, transformations) store the decoded
+image in `adversarial`, the kept variable in `adversarial_latent` and the clean one in `clean_latent`; there
+`clean_pred` is the prediction on the decoded clean point and `test_pred` the one on the test image itself.
+Attributes hold the attack configuration, so every number in the
 metrics table can be traced back to the file and the settings that produced it.
 """
 
@@ -13,6 +16,7 @@ from dataclasses import asdict
 
 import h5py
 import numpy as np
+import torch
 
 from .attacks import AttackConfig, AttackResult, success_rates
 from .io import atomic_path
@@ -21,8 +25,12 @@ REQUIRED = ("index", "label", "clean_pred", "success", "loss")
 
 
 def save_attack(path: str | os.PathLike, result: AttackResult, indices: np.ndarray, cfg: AttackConfig,
-                attrs: dict | None = None) -> dict[str, float]:
-    """Write the record atomically and return its success rates (also stored as attributes)."""
+                attrs: dict | None = None, images: torch.Tensor | None = None,
+                extra: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+    """Write the record atomically and return its success rates (also stored as attributes).
+
+    `images`: the best restart's decoded images, for attacks whose variables are latents or codes.
+    """
     best = result.best_restart()
     arrays = {
         "index": np.asarray(indices, dtype=np.int64),
@@ -35,6 +43,11 @@ def save_attack(path: str | os.PathLike, result: AttackResult, indices: np.ndarr
         "pred": result.pred.cpu().numpy().astype(np.int64),
         "steps_to_success": result.steps_to_success.cpu().numpy().astype(np.int64),
     }
+    if images is not None:
+        arrays["adversarial_latent"] = arrays["adversarial"]
+        arrays["adversarial"] = images.detach().cpu().numpy().astype(np.float32)
+    for key, value in (extra or {}).items():
+        arrays[key] = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
     rates = success_rates(arrays["success"], arrays["clean_pred"] == arrays["label"])
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         for key, value in arrays.items():
@@ -46,14 +59,19 @@ def save_attack(path: str | os.PathLike, result: AttackResult, indices: np.ndarr
     return rates
 
 
-def load_success_rates(path: str | os.PathLike) -> dict[str, float]:
-    """Recompute both success rates from the per-example arrays (not from cached attributes)."""
+def load_success_rates(path: str | os.PathLike) -> dict[str, float | str]:
+    """Recompute both success rates from the per-example arrays (not from cached attributes); on-manifold
+    records add which manifold they attacked."""
     try:
         with h5py.File(path, "r") as h5:
             missing = [k for k in REQUIRED if k not in h5]
             if missing:
                 raise KeyError(f"missing datasets {missing}")
             success, label, clean_pred = h5["success"][()], h5["label"][()], h5["clean_pred"][()]
+            manifold = h5.attrs.get("config.manifold")
     except (OSError, KeyError) as err:
         raise RuntimeError(f"attack record {path} is incomplete or corrupt ({err}); delete it and rerun") from err
-    return success_rates(success, clean_pred == label)
+    rates: dict[str, float | str] = dict(success_rates(success, clean_pred == label))
+    if manifold is not None:
+        rates["manifold"] = str(manifold)
+    return rates

@@ -27,6 +27,8 @@ from torch import nn
 from tqdm import tqdm
 
 Decoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (model, positions in the training set, their labels, attack settings) -> adversarial images, for training.
+Adversary = Callable[[nn.Module, torch.Tensor, torch.Tensor, "AttackConfig"], torch.Tensor]
 STEP_RULES = ("sign", "adam")
 LAYOUTS = ("auto", "sequential", "folded")
 
@@ -231,6 +233,13 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Attac
     lo = (images - cfg.eps).clamp(0, 1)
     hi = (images + cfg.eps).clamp(0, 1)
     return box_attack(model, _identity, images, lo, hi, labels, cfg, indices, clean_images=images, progress=progress)
+
+
+def pgd_adversary(images: torch.Tensor) -> Adversary:
+    """Adversarial training's PGD examples for the training images at the given positions."""
+    def attack(model: nn.Module, pos: torch.Tensor, y: torch.Tensor, cfg: AttackConfig) -> torch.Tensor:
+        return pgd(model, images[pos], y, cfg, indices=pos.cpu()).variables[:, 0]
+    return attack
 
 
 def training_config(cfg: AttackConfig) -> AttackConfig:

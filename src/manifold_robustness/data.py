@@ -116,6 +116,15 @@ def read_split(path: str | os.PathLike, split: str, rows: np.ndarray | None = No
     return data
 
 
+def read_labels(path: str | os.PathLike, split: str) -> np.ndarray:
+    """Labels of a split, without reading the images."""
+    try:
+        with h5py.File(path, "r") as h5:
+            return h5[split]["labels"][()]
+    except (OSError, KeyError) as err:
+        raise incomplete_file(path, split, err) from err
+
+
 def split_size(path: str | os.PathLike, split: str) -> int:
     """Number of examples in a split, without reading them."""
     try:
@@ -130,6 +139,17 @@ def read_glyph_bank(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     with h5py.File(path, "r") as h5:
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in h5["glyphs/font_names"][()]]
         return h5["glyphs/images"][()], names
+
+
+def read_ranges(path: str | os.PathLike) -> TransformRanges:
+    """The box FONTS codes were sampled from (the true manifold's domain), as stored in the dataset file."""
+    try:
+        with h5py.File(path, "r") as h5:
+            low, high = np.asarray(h5.attrs["ranges_low"]), np.asarray(h5.attrs["ranges_high"])
+    except (OSError, KeyError) as err:
+        raise incomplete_file(path, "attrs", err) from err
+    return TransformRanges(translation=float(high[0]), shear=float(high[2]), scale_min=float(low[4]),
+                           scale_max=float(high[4]), rotation=float(high[5]))
 
 
 def training_subset(n_available: int, n_train: int, subset_seed: int) -> np.ndarray:

@@ -1,14 +1,19 @@
-"""Figures drawn from the metrics table only, so every point can be traced to a row of metrics.csv."""
+"""Figures drawn only from data files (metrics.csv, attack records, dataset files), so every point is traceable."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from functools import reduce
 
+import h5py
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
 from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -52,3 +57,343 @@ def fig4_regular_robustness(df: pd.DataFrame, pdf: str | os.PathLike, png: str |
     right.legend(fontsize=6, title=None)
     fig.tight_layout()
     save_figure(fig, pdf, png)
+
+
+# --- Fig. 1: examples of regular and on-manifold adversarial examples, drawn from the attack records -------------
+
+RECORD_KEYS = ("index", "label", "clean_pred", "adversarial", "success", "best_restart")
+MANIFOLDS = ("true", "learned")
+DIFF_CMAP = LinearSegmentedColormap.from_list("diff", ["#2166ac", "#808080", "#b2182b"])  # 0 is mid-grey
+
+
+def read_example_record(path: str | os.PathLike) -> dict:
+    """Read the arrays Fig. 1 needs from one attack record, naming the file and key when one is absent."""
+    try:
+        with h5py.File(path, "r") as h5:
+            missing = [key for key in RECORD_KEYS if key not in h5]
+            if missing:
+                raise ValueError(f"attack record {path} lacks datasets {missing}; delete it and rerun its attack")
+            record = {key: h5[key][()] for key in RECORD_KEYS}
+            record["pred"] = h5["pred"][()] if "pred" in h5 else None
+            manifold = h5.attrs.get("config.manifold")
+    except OSError as err:
+        raise ValueError(f"attack record {path} cannot be read ({err}); delete it and rerun its attack") from err
+    record["manifold"] = manifold.decode() if isinstance(manifold, bytes) else manifold
+    record["path"] = str(path)
+    if record["adversarial"].shape[1:] != (1, 28, 28) or record["success"].ndim != 2:
+        raise ValueError(f"attack record {path}: adversarial must be (n,1,28,28) and success (n,R)")
+    return record
+
+
+def read_test_rows(path: str | os.PathLike, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Test images and labels at `rows` (in the given order) of a dataset file, without importing torch."""
+    rows = np.asarray(rows, dtype=np.int64)
+    order = np.argsort(rows)
+    try:
+        with h5py.File(path, "r") as h5:
+            images, labels = h5["test/images"][rows[order]], h5["test/labels"][rows[order]]
+    except (OSError, KeyError) as err:
+        raise ValueError(f"dataset file {path} has no readable test split ({err}); delete it and rerun") from err
+    inverse = np.argsort(order)
+    return images[inverse], labels[inverse]
+
+
+def best_restart_success(record: dict) -> np.ndarray:
+    """Per example, whether the kept (best) restart fooled the model."""
+    return record["success"][np.arange(len(record["index"])), record["best_restart"]].astype(bool)
+
+
+def _positions(index: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Rows of a record holding the test indices `wanted` (records are matched by index, not by row)."""
+    lookup = {int(v): row for row, v in enumerate(index)}
+    return np.array([lookup[int(v)] for v in wanted], dtype=np.int64)
+
+
+def select_examples(records: Sequence[dict], n_examples: int) -> np.ndarray:
+    """Test indices present in all records and correctly classified in all, best-restart successes first.
+
+    Within each group (every attack succeeded / not) indices ascend, so the choice is deterministic.
+    """
+    if not records or n_examples < 1:
+        raise ValueError("select_examples needs at least one record and n_examples >= 1")
+    common = reduce(np.intersect1d, [np.asarray(r["index"]) for r in records])
+    correct, succeeded = np.ones(len(common), bool), np.ones(len(common), bool)
+    labels = None
+    for record in records:
+        rows = _positions(record["index"], common)
+        if labels is not None and not np.array_equal(labels, record["label"][rows]):
+            raise ValueError(f"attack record {record.get('path', '?')} disagrees on labels with the other records")
+        labels = record["label"][rows]
+        correct &= record["clean_pred"][rows] == labels
+        succeeded &= best_restart_success(record)[rows]
+    chosen = np.concatenate([common[correct & succeeded], common[correct & ~succeeded]])
+    return chosen[:n_examples].astype(np.int64)
+
+
+def _best_pred(record: dict, rows: np.ndarray) -> np.ndarray | None:
+    """Prediction on the kept adversarial example, `pred[i, best_restart[i]]`, or None if not recorded."""
+    if record["pred"] is None:
+        return None
+    return record["pred"][rows, record["best_restart"][rows]]
+
+
+def _panel_records(panel: dict) -> dict[str, dict]:
+    """A panel's records keyed by column: 'pgd' and the manifold ('true'/'learned') of each on-manifold record."""
+    missing = [key for key in ("dataset", "data", "pgd", "onmanifold") if not panel.get(key)]
+    if missing:
+        raise ValueError(f"Fig. 1 panel {panel} lacks {missing}")
+    records = {"pgd": read_example_record(panel["pgd"])}
+    for key in ("onmanifold", "onmanifold_learned"):
+        if panel.get(key) is None:
+            continue
+        record = read_example_record(panel[key])
+        if record["manifold"] not in MANIFOLDS:
+            raise ValueError(f"attack record {panel[key]} has config.manifold={record['manifold']!r}, "
+                             f"expected one of {MANIFOLDS}")
+        if record["manifold"] in records:
+            raise ValueError(f"panel '{panel['dataset']}' has two on-manifold records on the "
+                             f"{record['manifold']} manifold")
+        records[record["manifold"]] = record
+    return records
+
+
+def _image_axis(ax: plt.Axes, image: np.ndarray, xlabel: str = "", cmap=None, vmin: float = 0.0,
+                vmax: float = 1.0) -> None:
+    """One small image without ticks or grid, with an optional caption below."""
+    ax.imshow(image, cmap=cmap or "gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    ax.set_xlabel(xlabel, fontsize=6, labelpad=1)
+
+
+def _draw_example_row(axes: Sequence[plt.Axes], columns: list[str], image: np.ndarray, label: int,
+                      records: dict[str, dict], index: int) -> None:
+    """One example: test image, PGD adversarial, normalized difference, on-manifold adversarials."""
+    cells = dict(zip(columns, axes))
+    _image_axis(cells["test"], image[0], f"label {label}")
+    cells["test"].set_ylabel(f"test #{index}", fontsize=6)
+    for name, record in records.items():
+        rows = _positions(record["index"], np.array([index]))
+        pred = _best_pred(record, rows)
+        _image_axis(cells[name], record["adversarial"][rows[0], 0], "" if pred is None else f"pred {int(pred[0])}")
+    delta = records["pgd"]["adversarial"][_positions(records["pgd"]["index"], np.array([index]))[0], 0] - image[0]
+    scale = float(np.abs(delta).max())
+    _image_axis(cells["diff"], delta / scale if scale > 0 else delta, f"max|δ| {scale:.2f}", DIFF_CMAP, -1.0, 1.0)
+    for name in columns:
+        if name not in records and name not in ("test", "diff"):
+            cells[name].set_axis_off()
+
+
+FIG1_TITLES = {"test": "test image", "pgd": "PGD adversarial", "diff": "normalized\ndifference",
+               "true": "on-manifold\n(true)", "learned": "on-manifold\n(learned)"}
+
+
+def fig1_examples(panels: list[dict], pdf: str | os.PathLike, png: str | os.PathLike, n_examples: int = 5) -> None:
+    """Fig. 1: per dataset, test images with their PGD and on-manifold adversarial examples from the records."""
+    if not panels:
+        raise ValueError("Fig. 1 needs at least one panel (dataset with its attack records)")
+    blocks = []
+    for panel in panels:
+        records = _panel_records(panel)
+        chosen = select_examples(list(records.values()), n_examples)
+        if len(chosen) == 0:
+            raise ValueError(f"no test image of '{panel['dataset']}' is in all of its attack records and correctly "
+                             f"classified in all of them: {[r['path'] for r in records.values()]}")
+        images, labels = read_test_rows(panel["data"], chosen)
+        pgd_labels = records["pgd"]["label"][_positions(records["pgd"]["index"], chosen)]
+        if not np.array_equal(labels, pgd_labels):
+            raise ValueError(f"labels in {panel['data']} disagree with {panel['pgd']}: wrong dataset file?")
+        blocks.append((panel["dataset"], records, chosen, images, labels))
+    columns = ["test", "pgd", "diff"] + [m for m in MANIFOLDS if any(m in b[1] for b in blocks)]
+    sns.set_theme(style="white", context="paper", font_scale=0.9)
+    ratios = [h for b in blocks for h in [0.3] + [1.0] * len(b[2])][1:]  # a thin spacer row between datasets
+    fig = plt.figure(figsize=(0.85 * len(columns) + 0.6, 0.95 * sum(ratios) + 0.4))
+    grid = fig.add_gridspec(len(ratios), len(columns), height_ratios=ratios, hspace=0.35, wspace=0.1)
+    start = 0
+    for dataset, records, chosen, images, labels in blocks:
+        axes = [[fig.add_subplot(grid[start + row, c]) for c in range(len(columns))] for row in range(len(chosen))]
+        for row, index in enumerate(chosen):
+            _draw_example_row(axes[row], columns, images[row], int(labels[row]), records, int(index))
+        if start == 0:
+            for ax, name in zip(axes[0], columns):
+                ax.set_title(FIG1_TITLES[name], fontsize=7)
+        top, bottom = axes[0][0].get_position(), axes[-1][0].get_position()
+        fig.text(top.x0 - 0.6 / fig.get_figwidth(), (top.y1 + bottom.y0) / 2, dataset.upper(), rotation=90,
+                 ha="center", va="center", fontsize=8, fontweight="bold")
+        start += len(chosen) + 1
+    save_figure(fig, pdf, png)
+
+
+# --- Fig. 3: on-manifold robustness and generalization, drawn from the metrics table ------------------------------
+
+FIG3_MODES = {"normal": "normal training", "adversarial": "adversarial training",
+              "onmanifold_true": "on-manifold adv. training (true)",
+              "onmanifold_learned": "on-manifold adv. training (learned)",
+              "transformation": "adv. transformation training"}
+MODE_COLORS = dict(zip(FIG3_MODES, sns.color_palette("colorblind", len(FIG3_MODES))))
+GAIN_MODES = ("onmanifold_true", "onmanifold_learned", "transformation")
+ONMANIFOLD_SUCCESS_LABELS = {
+    "onmanifold_success": "per (restart, image) pair", "onmanifold_success_any": "any restart",
+    "onmanifold_learned_success": "learned manifold, per (restart, image) pair",
+    "onmanifold_learned_success_any": "learned manifold, any restart"}
+DATASET_ORDER = ("fonts", "emnist", "fashion")
+
+
+def _require_normal(df: pd.DataFrame, what: str) -> None:
+    """Raise if any dataset in `df` lacks normally trained models, which `what` is measured against."""
+    datasets = sorted(set(df["dataset"]))
+    lacking = [d for d in datasets if not ((df["dataset"] == d) & (df["mode"] == "normal")).any()]
+    if not datasets or lacking:
+        raise ValueError(f"metrics table has no 'normal' rows for dataset(s) {lacking or '(table is empty)'}; "
+                         f"{what} needs normally trained models (modes present: {sorted(set(df['mode']))})")
+
+
+def test_error_gain(df: pd.DataFrame, modes: Sequence[str] = GAIN_MODES) -> pd.DataFrame:
+    """Per dataset, mode and N: mean test error over seeds of normal training minus that of the mode (> 0: better).
+
+    Only N values with both normal and mode rows appear; the seed counts are kept so each value can be traced.
+    """
+    _require_normal(df, "the test error gain")
+    mean = (df.groupby(["dataset", "mode", "n_train"])["test_error"].agg(["mean", "count"]).reset_index())
+    normal = mean[mean["mode"] == "normal"].drop(columns="mode")
+    other = mean[mean["mode"].isin(list(modes))]
+    gain = other.merge(normal, on=["dataset", "n_train"], suffixes=("_mode", "_normal"))
+    gain = gain.rename(columns={"mean_mode": "test_error_mode", "mean_normal": "test_error_normal",
+                                "count_mode": "n_seeds_mode", "count_normal": "n_seeds_normal"})
+    gain["gain"] = gain["test_error_normal"] - gain["test_error_mode"]
+    columns = ["dataset", "mode", "n_train", "test_error_normal", "test_error_mode", "gain", "n_seeds_normal",
+               "n_seeds_mode"]
+    return gain[columns].sort_values(["dataset", "mode", "n_train"]).reset_index(drop=True)
+
+
+test_error_gain.__test__ = False  # a library function whose name starts with "test": pytest must not collect it
+
+
+def _mean_sd(data: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Mean and sample sd (0 for a single seed) of `column` over seeds, per N."""
+    stats = data.dropna(subset=[column]).groupby("n_train")[column].agg(["mean", "std"]).reset_index()
+    stats["std"] = stats["std"].fillna(0.0)
+    return stats
+
+
+def _n_axis(ax: plt.Axes, sizes: Sequence[int]) -> None:
+    """Log x-axis with a tick at every N, as in Fig. 4."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(list(sizes)))
+    ax.xaxis.set_major_formatter(FixedFormatter([f"{n:,}" for n in sizes]))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.tick_params(axis="x", labelsize=6, labelrotation=45)
+
+
+def _manifold_name(data: pd.DataFrame, success_column: str) -> str:
+    """Which manifold the success column measures on, from the table's `onmanifold_manifold` column."""
+    if success_column.startswith("onmanifold_learned"):
+        return "learned manifold"
+    if "onmanifold_manifold" in data:
+        names = sorted(set(data["onmanifold_manifold"].dropna().astype(str)))
+        if names:
+            return "/".join(names)
+    return "?"
+
+
+def _draw_vs_n(ax: plt.Axes, data: pd.DataFrame, success_column: str, legend: bool) -> None:
+    """Top row: test error per mode (mean ± sd over seeds) and normal models' on-manifold success (dashed)."""
+    for mode in FIG3_MODES:
+        stats = _mean_sd(data[data["mode"] == mode], "test_error")
+        if stats.empty:
+            continue
+        ax.plot(stats["n_train"], stats["mean"], marker="o", ms=3, color=MODE_COLORS[mode], label=FIG3_MODES[mode])
+        ax.fill_between(stats["n_train"], stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                        color=MODE_COLORS[mode], alpha=0.2, lw=0)
+    ax.set(ylabel="test_error (mean ± sd over seeds)", xlabel="n_train (training images N)")
+    stats = _mean_sd(data[data["mode"] == "normal"], success_column)
+    twin = ax.twinx()
+    if not stats.empty:
+        twin.plot(stats["n_train"], stats["mean"], ls="--", marker="s", ms=3, color="black",
+                  label=f"{success_column} of normal training")
+        twin.fill_between(stats["n_train"], stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                          color="black", alpha=0.1, lw=0)
+    twin.set_ylim(-0.03, 1.03)
+    twin.set_ylabel(f"{success_column}, normal (dashed)", fontsize=7)
+    twin.grid(False)
+    lines, twin_lines = ax.get_legend_handles_labels(), twin.get_legend_handles_labels()
+    if legend:
+        ax.legend(lines[0] + twin_lines[0], lines[1] + twin_lines[1], fontsize=6, loc="upper left",
+                  bbox_to_anchor=(1.22, 1.0))
+
+
+def _draw_success_vs_error(ax: plt.Axes, data: pd.DataFrame, success_column: str, legend: bool) -> None:
+    """Middle row: on-manifold success rate against test error, one point per model, colour by mode, size by N."""
+    points = data.dropna(subset=[success_column, "test_error"])
+    ax.set(xlabel="test_error", ylabel=f"{success_column}\n({ONMANIFOLD_SUCCESS_LABELS.get(success_column, '')})",
+           ylim=(-0.03, 1.03))
+    if points.empty:
+        ax.text(0.5, 0.5, f"no {success_column} measured", ha="center", va="center", transform=ax.transAxes)
+        return
+    points = points.assign(training=points["mode"].map(FIG3_MODES).fillna(points["mode"]))
+    order = [FIG3_MODES[m] for m in FIG3_MODES if m in set(points["mode"])]
+    palette = {FIG3_MODES[m]: c for m, c in MODE_COLORS.items()}
+    sns.scatterplot(data=points, x="test_error", y=success_column, hue="training", hue_order=order,
+                    palette=palette, size="n_train", sizes=(12, 70), ax=ax, alpha=0.85, legend=legend)
+    if legend:
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.04, 1.0), fontsize=6, title_fontsize=6, title=None)
+
+
+def _draw_gain(ax: plt.Axes, gain: pd.DataFrame, legend: bool) -> None:
+    """Bottom row: normal's mean test error minus the mode's, per N, with a zero line."""
+    ax.axhline(0.0, color="grey", lw=0.8)
+    for mode in GAIN_MODES:
+        part = gain[gain["mode"] == mode]
+        if not part.empty:
+            ax.plot(part["n_train"], part["gain"], marker="o", ms=3, color=MODE_COLORS[mode], label=FIG3_MODES[mode])
+    ax.set(xlabel="n_train (training images N)", ylabel="test_error gain over normal\n(normal − mode, > 0: better)")
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.04, 1.0))
+
+
+def fig3_onmanifold_robustness(df: pd.DataFrame, pdf: str | os.PathLike, png: str | os.PathLike,
+                               success_column: str = "onmanifold_success") -> None:
+    """Fig. 3 per dataset: test error and on-manifold success vs N, success vs test error, gain over normal."""
+    for column in ("dataset", "mode", "n_train", "seed", "test_error", success_column):
+        if column not in df:
+            raise ValueError(f"metrics table lacks column '{column}' needed by Fig. 3")
+    _require_normal(df, "Fig. 3")
+    present = set(df["dataset"])
+    datasets = [d for d in DATASET_ORDER if d in present] + sorted(present - set(DATASET_ORDER))
+    gain = test_error_gain(df)
+    sns.set_theme(style="whitegrid", context="paper", font_scale=0.9)
+    fig, axes = plt.subplots(3, len(datasets), figsize=(3.4 * len(datasets) + 2.2, 8.4), squeeze=False)
+    for col, dataset in enumerate(datasets):
+        data = df[df["dataset"] == dataset]
+        sizes = sorted(data["n_train"].unique())
+        last = col == len(datasets) - 1  # legends once, right of the last column
+        _draw_vs_n(axes[0, col], data, success_column, last)
+        _draw_success_vs_error(axes[1, col], data, success_column, last)
+        _draw_gain(axes[2, col], gain[gain["dataset"] == dataset], last)
+        for ax in (axes[0, col], axes[2, col]):
+            _n_axis(ax, sizes)
+        axes[0, col].set_title(f"{dataset.upper()} (on-manifold: {_manifold_name(data, success_column)})")
+    fig.tight_layout()
+    save_figure(fig, pdf, png)
+
+
+# --- VAE-GAN sample grid ------------------------------------------------------------------------------------------
+
+def vaegan_sample_grid(samples: np.ndarray, png: str | os.PathLike, title: str) -> None:
+    """Grid of VAE-GAN samples (rows: classes, columns: samples) from a (K, S, 1, 28, 28) array; PNG only."""
+    samples = np.asarray(samples)
+    if samples.ndim != 5 or samples.shape[2:] != (1, 28, 28) or 0 in samples.shape[:2]:
+        raise ValueError(f"VAE-GAN samples must be (classes, samples, 1, 28, 28), got {samples.shape}")
+    n_classes, n_samples = samples.shape[:2]
+    fig, axes = plt.subplots(n_classes, n_samples, figsize=(0.5 * n_samples + 0.4, 0.5 * n_classes + 0.5),
+                             squeeze=False)
+    for k in range(n_classes):
+        for s in range(n_samples):
+            _image_axis(axes[k, s], samples[k, s, 0])
+        axes[k, 0].set_ylabel(str(k), fontsize=6, rotation=0, labelpad=6, va="center")
+    fig.subplots_adjust(wspace=0.08, hspace=0.08, top=1.0 - 0.35 / fig.get_figheight())
+    fig.suptitle(title, fontsize=8)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+    plt.close(fig)

@@ -16,14 +16,22 @@ import torch
 
 from . import __version__
 from .attack_io import save_attack
-from .attacks import AttackConfig, pgd
-from .data import FontsSpec, evaluation_subset, make_fonts, read_split, split_size, training_subset, write_dataset
+from .attacks import Adversary, AttackConfig, pgd, pgd_adversary
+from .data import (FontsSpec, evaluation_subset, make_fonts, read_glyph_bank, read_labels, read_ranges, read_split,
+                   split_size, training_subset, write_dataset)
 from .device import configure_torch, resolve_device
 from .fonts import build_glyph_bank, default_font_dirs, discover_font_files, extract_fonts, fetch_archive
-from .io import write_json
+from .io import read_json, write_json
 from .models import load_classifier, save_classifier
-from .training import TrainConfig, error_rate, train_classifier
-from .transformer import PRESETS
+from .onmanifold import (ClassDecoders, decoded_images, learned_manifold_adversary, learned_manifold_attack,
+                         transformation_adversary, true_manifold_adversary, true_manifold_attack)
+from .training import TrainConfig, error_rate, predict, train_classifier
+from .transformer import PRESETS, TransformRanges
+from .vaegan import VAEGANConfig, load_vaegan, reconstruction_error, sample, save_vaegan, train_vaegan
+
+# The config section that holds the attack each training mode uses.
+TRAINING_ATTACK = {"adversarial": "adversarial_attack", "onmanifold_true": "onmanifold_attack",
+                   "onmanifold_learned": "onmanifold_attack", "transformation": "transformation_attack"}
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +45,10 @@ def log_to(path: str | os.PathLike) -> None:
 
 
 def attack_config(section: dict, **overrides) -> AttackConfig:
-    """Build an AttackConfig from a config section, ignoring keys that are not attack settings."""
+    """Build an AttackConfig from a config section, ignoring keys that are not attack settings; the radius of
+    attacks through a decoder is called `eta` in the config (as in the paper) and `eps` here."""
     names = {f.name for f in fields(AttackConfig)}
+    section = {("eps" if k == "eta" else k): v for k, v in section.items()}
     return AttackConfig(**{**{k: v for k, v in section.items() if k in names}, **overrides})
 
 
@@ -83,19 +93,65 @@ def load_tensors(data_path: str, split: str, device: torch.device,
     return torch.from_numpy(data["images"]).to(device), torch.from_numpy(data["labels"]).to(device)
 
 
+def load_decoders(vaegan_paths: list[str], device: torch.device) -> ClassDecoders:
+    """The class-specific VAE-GANs of one dataset, in class order (path i holds class i)."""
+    if not vaegan_paths:
+        raise ValueError("the learned manifold needs the VAE-GAN of every class; none were given")
+    return ClassDecoders([load_vaegan(p, device) for p in vaegan_paths]).to(device)
+
+
+def transformation_ranges(data_path: str, section: dict) -> TransformRanges:
+    """Bounds of adversarial transformations: the FONTS sampling ranges where configured, else the config's."""
+    if section["fonts_use_data_ranges"]:
+        try:
+            return read_ranges(data_path)
+        except RuntimeError:
+            pass  # a dataset without a true manifold stores no ranges
+    ranges = TransformRanges(**section["bounds"])
+    ranges.validate()
+    return ranges
+
+
+def training_adversary(mode: str, data_path: str, train: dict, images: torch.Tensor, labels: torch.Tensor,
+                       cls_cfg: dict, vaegan_paths: list[str]) -> Adversary | None:
+    """What makes the adversarial half of each batch in `mode` (None for normal training)."""
+    device = images.device
+    if mode == "normal":
+        return None
+    if mode == "adversarial":
+        return pgd_adversary(images)
+    if mode == "onmanifold_true":
+        if "codes" not in train:
+            raise ValueError(f"{data_path} has no transformation codes: onmanifold_true needs FONTS, whose true "
+                             "manifold is known; use onmanifold_learned for other datasets")
+        glyphs = torch.from_numpy(read_glyph_bank(data_path)[0]).to(device)
+        return true_manifold_adversary(glyphs, torch.from_numpy(train["font"]).to(device),
+                                       torch.from_numpy(train["codes"]).to(device), read_ranges(data_path))
+    if mode == "onmanifold_learned":
+        decoders = load_decoders(vaegan_paths, device)
+        return learned_manifold_adversary(decoders, decoders.encode_mean(images, labels))
+    if mode == "transformation":
+        return transformation_adversary(images, transformation_ranges(data_path, cls_cfg["transformation_attack"]))
+    raise ValueError(f"unknown training mode '{mode}'")
+
+
 def train(data_path: str, model_path: str, metrics_path: str, dataset: str, mode: str, n_train: int, seed: int,
-          cls_cfg: dict, device_name: str = "auto", threads: int = 1) -> dict:
+          cls_cfg: dict, device_name: str = "auto", threads: int = 1, vaegan_paths: list[str] | None = None) -> dict:
     """Train one classifier on the first `n_train` images of the fixed permutation; write model and metrics."""
     device = resolve_device(device_name)
     configure_torch(threads, device)
     subset = training_subset(split_size(data_path, "train"), n_train, cls_cfg["subset_seed"])
-    images, labels = load_tensors(data_path, "train", device, rows=subset)
+    train_data = read_split(data_path, "train", subset)
+    images = torch.from_numpy(train_data["images"]).to(device)
+    labels = torch.from_numpy(train_data["labels"]).to(device)
+    section = TRAINING_ATTACK.get(mode)
     cfg = TrainConfig(mode=mode, epochs=cls_cfg["epochs"], batch_size=cls_cfg["batch_size"], lr=cls_cfg["lr"],
                       lr_decay=cls_cfg["lr_decay"], weight_decay=cls_cfg["weight_decay"], seed=seed,
                       adversarial_fraction=cls_cfg["adversarial_fraction"],
-                      attack=attack_config(cls_cfg.get("adversarial_attack", {})))
+                      attack=attack_config(cls_cfg[section]) if section else AttackConfig())
+    adversary = training_adversary(mode, data_path, train_data, images, labels, cls_cfg, vaegan_paths or [])
     start = time.perf_counter()
-    model, history = train_classifier(images, labels, cfg)
+    model, history = train_classifier(images, labels, cfg, adversary=adversary)
     seconds = time.perf_counter() - start
     test_images, test_labels = load_tensors(data_path, "test", device)
     metrics = {
@@ -103,7 +159,8 @@ def train(data_path: str, model_path: str, metrics_path: str, dataset: str, mode
         "test_error": error_rate(model, test_images, test_labels),
         "train_error": error_rate(model, images, labels),
         "n_test": len(test_labels), "train_seconds": seconds, "history": history,
-        "config": {k: v for k, v in cls_cfg.items() if mode == "adversarial" or k != "adversarial_attack"},
+        "config": {k: v for k, v in cls_cfg.items() if k == section or k not in TRAINING_ATTACK.values()},
+        "vaegans": list(vaegan_paths or []),
         "device": str(device), "threads": threads, "torch": torch.__version__, "package": __version__,
         "python": platform.python_version(),
     }
@@ -131,15 +188,121 @@ def attack_pgd(data_path: str, model_path: str, out: str, pgd_cfg: dict, device_
     return rates
 
 
-def make_table(metrics_paths: list[str], pgd_paths: list[str], out: str) -> None:
-    """Join every model's metrics with its PGD record into `results/tables/metrics.csv`."""
+def attack_onmanifold(data_path: str, model_path: str, out: str, manifold: str, onm_cfg: dict,
+                      vaegan_paths: list[str] | None = None, device_name: str = "auto", threads: int = 1) -> dict:
+    """Attack the on-manifold evaluation subset through the true decoder (FONTS) or the class VAE-GANs."""
+    device = resolve_device(device_name)
+    configure_torch(threads, device)
+    subset = evaluation_subset(split_size(data_path, "test"), onm_cfg["n_test"], onm_cfg["seed"])
+    data = read_split(data_path, "test", subset)
+    images = torch.from_numpy(data["images"]).to(device)
+    labels = torch.from_numpy(data["labels"]).to(device)
+    cfg = attack_config(onm_cfg, early_stop=True)
+    model = load_classifier(model_path, device)
+    index = torch.from_numpy(subset)
+    start = time.perf_counter()
+    if manifold == "true":
+        if "codes" not in data:
+            raise ValueError(f"{data_path} has no true manifold (no transformation codes); attack the learned one")
+        codes = torch.from_numpy(data["codes"]).to(device)
+        glyphs = torch.from_numpy(read_glyph_bank(data_path)[0]).to(device)
+        result, decode = true_manifold_attack(model, glyphs, torch.from_numpy(data["font"]).to(device), labels,
+                                              codes, read_ranges(data_path), cfg, index, progress=True)
+        clean_latent = codes
+    elif manifold == "learned":
+        decoders = load_decoders(vaegan_paths or [], device)
+        clean_latent = decoders.encode_mean(images, labels).clamp(-decoders.bound, decoders.bound)
+        result, decode = learned_manifold_attack(model, decoders, clean_latent, labels, cfg, index, progress=True)
+    else:
+        raise ValueError(f"manifold must be 'true' or 'learned', got '{manifold}'")
+    seconds = time.perf_counter() - start
+    rates = save_attack(out, result, subset, cfg, images=decoded_images(result, decode),
+                        extra={"clean_latent": clean_latent, "test_pred": predict(model, images)},
+                        attrs={"manifold": manifold, "seconds": seconds, "device": str(device),
+                               "model": str(model_path), "vaegans": [str(p) for p in vaegan_paths or []]})
+    log.info("on-manifold (%s) attack on %d images in %.1fs: %s", manifold, len(subset), seconds, rates)
+    return rates
+
+
+def vaegan_settings(vaegan_cfg: dict, dataset: str) -> VAEGANConfig:
+    """The VAE-GAN settings of one dataset (beta and epochs are set per dataset in the config)."""
+    return VAEGANConfig(latent_dim=vaegan_cfg["latent_dim"], channels=tuple(vaegan_cfg["channels"]),
+                        beta=vaegan_cfg["beta"][dataset], gamma=vaegan_cfg["gamma"], lr=vaegan_cfg["lr"],
+                        batch_size=vaegan_cfg["batch_size"], epochs=vaegan_cfg["epochs"][dataset],
+                        seed=vaegan_cfg["seed"], truncation=vaegan_cfg["truncation"])
+
+
+def class_rows(data_path: str, split: str, label: int) -> np.ndarray:
+    """Rows of one class in a split."""
+    return np.flatnonzero(read_labels(data_path, split) == label)
+
+
+def train_vaegan_stage(data_path: str, model_path: str, record_path: str, dataset: str, label: int,
+                       vaegan_cfg: dict, device_name: str = "auto", threads: int = 1) -> dict:
+    """Train the VAE-GAN of one class on all its training images; record its reconstruction error on test."""
+    device = resolve_device(device_name)
+    configure_torch(threads, device)
+    cfg = vaegan_settings(vaegan_cfg, dataset)
+    images, _ = load_tensors(data_path, "train", device, rows=class_rows(data_path, "train", label))
+    test_images, _ = load_tensors(data_path, "test", device, rows=class_rows(data_path, "test", label))
+    start = time.perf_counter()
+    model, history = train_vaegan(images, cfg, name=f"vaegan {dataset} class {label}")
+    seconds = time.perf_counter() - start
+    record = {"dataset": dataset, "label": label, "n_train": len(images), "n_test": len(test_images),
+              "reconstruction_error_train": reconstruction_error(model, images),
+              "reconstruction_error_test": reconstruction_error(model, test_images),
+              "train_seconds": seconds, "history": history, "config": vaegan_cfg, "device": str(device),
+              "torch": torch.__version__, "package": __version__}
+    save_vaegan(model, model_path, extra={"dataset": dataset, "label": label})
+    write_json(record_path, record)
+    log.info("VAE-GAN %s class %d: test reconstruction error %.4f (%.1fs)", dataset, label,
+             record["reconstruction_error_test"], seconds)
+    return record
+
+
+def vaegan_quality(dataset: str, vaegan_paths: list[str], record_paths: list[str], classifier_path: str,
+                   out_csv: str, out_png: str, n_samples: int, seed: int, device_name: str = "auto") -> None:
+    """Per class: reconstruction error on test images, and the share of samples a normal classifier trained on
+    the real data assigns to the VAE-GAN's class; plus the sample grid for the report."""
+    import pandas as pd
+
+    from .figures import vaegan_sample_grid
+    from .tables import write_table
+
+    device = resolve_device(device_name)
+    classifier = load_classifier(classifier_path, device)
+    rows, grid = [], []
+    for label, (model_path, record_path) in enumerate(zip(vaegan_paths, record_paths)):
+        model = load_vaegan(model_path, device)
+        images = sample(model, n_samples, torch.Generator(device="cpu").manual_seed(seed * 1000 + label))
+        pred = predict(classifier, images.to(device))
+        record = read_json(record_path)
+        rows.append({"dataset": dataset, "label": label,
+                     "reconstruction_error_test": record["reconstruction_error_test"],
+                     "reconstruction_error_train": record["reconstruction_error_train"],
+                     "sample_accuracy": float((pred == label).float().mean()), "n_samples": n_samples,
+                     "classifier": classifier_path, "model": model_path})
+        grid.append(images[:10].cpu().numpy())
+    df = pd.DataFrame(rows)
+    write_table(df, out_csv)
+    vaegan_sample_grid(np.stack(grid), out_png, title=f"{dataset.upper()}: VAE-GAN samples (rows: classes)")
+    log.info("VAE-GAN quality for %s:\n%s", dataset, df[["label", "reconstruction_error_test", "sample_accuracy"]])
+
+
+def make_table(metrics_paths: list[str], attack_paths: dict[str, list[str]], out: str) -> None:
+    """Join every model's metrics with its attack records into `results/tables/metrics.csv`.
+
+    `attack_paths` maps attack name (pgd, onmanifold, onmanifold_learned) to one record per model, in order.
+    """
     from .tables import metrics_row, metrics_table, write_table  # pandas: only this stage needs it
 
-    if len(metrics_paths) != len(pgd_paths):
-        raise ValueError("every classifier needs exactly one PGD record")
-    rows = [metrics_row(m, {"pgd": p}) for m, p in zip(metrics_paths, pgd_paths)]
-    df = metrics_table(rows)
-    write_table(df, out)
+    for name, paths in attack_paths.items():
+        if len(paths) != len(metrics_paths):
+            raise ValueError(f"every classifier needs exactly one '{name}' record: {len(metrics_paths)} models, "
+                             f"{len(paths)} records")
+    rows = [metrics_row(m, {name: paths[i] for name, paths in attack_paths.items()})
+            for i, m in enumerate(metrics_paths)]
+    write_table(metrics_table(rows), out)
 
 
 def plot_fig4(table: str, pdf: str, png: str, success_column: str) -> None:
@@ -149,3 +312,19 @@ def plot_fig4(table: str, pdf: str, png: str, success_column: str) -> None:
     from .figures import fig4_regular_robustness  # matplotlib and seaborn: only figure stages need them
 
     fig4_regular_robustness(pd.read_csv(table), pdf, png, success_column, dataset="fonts")
+
+
+def plot_fig1(panels: list[dict], pdf: str, png: str, n_examples: int) -> None:
+    """Draw Fig. 1 (examples of regular and on-manifold adversarial examples) from the attack records."""
+    from .figures import fig1_examples
+
+    fig1_examples(panels, pdf, png, n_examples)
+
+
+def plot_fig3(table: str, pdf: str, png: str, success_column: str) -> None:
+    """Draw Fig. 3 (on-manifold robustness and generalization) from the metrics table."""
+    import pandas as pd
+
+    from .figures import fig3_onmanifold_robustness
+
+    fig3_onmanifold_robustness(pd.read_csv(table), pdf, png, success_column)

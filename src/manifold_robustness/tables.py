@@ -13,20 +13,25 @@ from .io import atomic_path, read_json
 
 COLUMNS = ("dataset", "mode", "n_train", "seed", "test_error", "pgd_success", "pgd_success_any",
            "onmanifold_success", "onmanifold_success_any")
+# pgd; onmanifold: the true manifold where one is known (FONTS), else the learned one; onmanifold_learned.
+ATTACKS = ("pgd", "onmanifold", "onmanifold_learned")
 
 
 def metrics_row(metrics_json: str | os.PathLike, attacks: dict[str, str | os.PathLike]) -> dict:
-    """One table row; `attacks` maps attack name (pgd, onmanifold) to its record, absent ones give NaN."""
+    """One table row; `attacks` maps attack name (see ATTACKS) to its record, absent ones give NaN."""
     m = read_json(metrics_json)
     row = {key: m[key] for key in ("dataset", "mode", "n_train", "seed", "test_error", "train_error", "epochs")}
     row["train_seconds"] = m.get("train_seconds", np.nan)
-    for name in ("pgd", "onmanifold"):
+    for name in ATTACKS:
         rates = load_success_rates(attacks[name]) if name in attacks else {}
         row[f"{name}_success"] = rates.get("success", np.nan)
         row[f"{name}_success_any"] = rates.get("success_any", np.nan)
         row[f"{name}_robust_accuracy"] = rates.get("robust_accuracy", np.nan)
         row[f"{name}_n_correct"] = rates.get("n_correct", np.nan)
         row[f"{name}_record"] = str(attacks.get(name, ""))
+        if name == "onmanifold":
+            # "true manifold" / "learned manifold": a bare "true" would be read back as a boolean.
+            row["onmanifold_manifold"] = f"{rates['manifold']} manifold" if "manifold" in rates else ""
     row["model_metrics"] = str(metrics_json)
     return row
 

@@ -1,4 +1,5 @@
-"""Training the classifier: normal, or adversarial (each batch half clean, half PGD examples).
+"""Training the classifier: normal, or with each batch half clean and half adversarial: regular PGD examples
+(adversarial), on-manifold examples on the true or learned manifold, or adversarial transformations.
 
 One explicit loop: Adam with L2 weight decay, the learning rate decayed by a constant factor per epoch,
 batches drawn from one seeded permutation per epoch, the final-epoch model kept.
@@ -15,16 +16,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .attacks import AttackConfig, pgd, training_config
+from .attacks import Adversary, AttackConfig, pgd_adversary, training_config
 from .models import ClassifierConfig, build_classifier
 
-MODES = ("normal", "adversarial")
+MODES = ("normal", "adversarial", "onmanifold_true", "onmanifold_learned", "transformation")
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimization settings (the paper's defaults) and, for adversarial training, the attack used."""
+    """Optimization settings (the paper's defaults) and, for the adversarial modes, the attack used."""
 
     mode: str = "normal"
     epochs: int = 20
@@ -64,23 +65,30 @@ def error_rate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, bat
     return float((predict(model, images, batch_size) != labels).float().mean())
 
 
-def adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, cfg: TrainConfig,
-                      epoch: int) -> torch.Tensor:
-    """Replace the last `adversarial_fraction` of the batch by PGD examples (highest-loss iterate, no early stop)."""
+def adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pos: torch.Tensor, cfg: TrainConfig,
+                      epoch: int, adversary: Adversary) -> torch.Tensor:
+    """Replace the last `adversarial_fraction` of the batch by the adversary's examples (highest-loss iterate,
+    one restart, no early stop); `pos` are the examples' positions in the training set."""
     k = len(x) - int(round(cfg.adversarial_fraction * len(x)))
     if k == len(x):
         return x
-    # Seeded by (run seed, epoch) and the examples' dataset indices, so each epoch draws fresh starts.
+    # Seeded by (run seed, epoch) and the examples' positions, so each epoch draws fresh starts.
     attack = replace(training_config(cfg.attack), seed=cfg.seed * 100_003 + epoch)
-    result = pgd(model, x[k:], y[k:], attack, indices=idx[k:])
-    return torch.cat([x[:k], result.variables[:, 0].detach()])
+    return torch.cat([x[:k], adversary(model, pos[k:], y[k:], attack).detach()])
 
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
                      model_cfg: ClassifierConfig = ClassifierConfig(), progress: bool = True,
-                     ) -> tuple[nn.Module, list[dict]]:
-    """Train a fresh classifier on (images, labels) on their device; returns the model and per-epoch history."""
+                     adversary: Adversary | None = None) -> tuple[nn.Module, list[dict]]:
+    """Train a fresh classifier on (images, labels) on their device; returns the model and per-epoch history.
+
+    Every mode but `normal` needs an `adversary`; `adversarial` defaults to PGD on the training images.
+    """
     device = images.device
+    if cfg.mode == "adversarial" and adversary is None:
+        adversary = pgd_adversary(images)
+    if cfg.mode != "normal" and adversary is None:
+        raise ValueError(f"training mode '{cfg.mode}' needs an adversary that makes its examples")
     torch.manual_seed(cfg.seed)
     model = build_classifier(model_cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -95,8 +103,8 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfi
         model.train()
         for batch in torch.randperm(n, generator=shuffle).to(device).split(cfg.batch_size):
             x, y = images[batch], labels[batch]
-            if cfg.mode == "adversarial":
-                x = adversarial_batch(model, x, y, batch.cpu(), cfg, epoch)
+            if cfg.mode != "normal":
+                x = adversarial_batch(model, x, y, batch, cfg, epoch, adversary)
             loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

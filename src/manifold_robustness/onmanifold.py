@@ -1,0 +1,154 @@
+"""Attacks through a decoder: on the true FONTS manifold, on a learned (VAE-GAN) manifold, and on the six
+parameters of a spatial transformer applied to the image itself (adversarial transformations).
+
+Each is the box attack of `attacks.box_attack` run on the decoder's input z: maximize the cross-entropy of
+f(dec(z + zeta)) over ||zeta||_inf <= eta, with z + zeta also kept inside the decoder's own domain (the code
+sampling ranges, the latent box [-bound, bound]^d, or the transformation bounds). The clean prediction, over
+which success rates are computed, is the prediction on dec(z), the decoded clean point.
+
+The `*_adversary` factories wrap the same attacks for training: they map (model, positions in the training
+set, labels, attack settings) to adversarial images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .attacks import Adversary, AttackConfig, AttackResult, box_attack
+from .transformer import IDENTITY_CODE, TransformRanges, decode as render, transform
+
+MANIFOLDS = ("true", "learned")
+
+
+def clipped_box(center: torch.Tensor, eps: float, low: torch.Tensor,
+                high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The eta-box around `center` intersected with [low, high]; the center is first clipped into [low, high]."""
+    low, high = low.to(center).expand_as(center), high.to(center).expand_as(center)
+    center = torch.maximum(torch.minimum(center, high), low)
+    return center, torch.maximum(center - eps, low), torch.minimum(center + eps, high)
+
+
+class ClassDecoders(nn.Module):
+    """The decoders (and encoders) of class-specific VAE-GANs, applied to each example by its label."""
+
+    def __init__(self, models: Sequence[nn.Module]):
+        super().__init__()
+        self.models = nn.ModuleList(models)
+        self.requires_grad_(False)  # attacks need gradients w.r.t. latents only
+        self.eval()
+
+    @property
+    def bound(self) -> float:
+        """Half-width of the latent box [-bound, bound]^d the VAE-GANs sample from."""
+        return float(self.models[0].cfg.truncation)
+
+    def _per_class(self, fn: Callable[[nn.Module, torch.Tensor], torch.Tensor], inputs: torch.Tensor,
+                   labels: torch.Tensor) -> torch.Tensor:
+        parts, order = [], []
+        for c in labels.unique().tolist():
+            rows = (labels == c).nonzero().squeeze(1)
+            parts.append(fn(self.models[c], inputs[rows]))
+            order.append(rows)
+        out = torch.cat(parts)
+        # Scatter back to input order through an index (differentiable), not an in-place assignment.
+        return out[torch.argsort(torch.cat(order))]
+
+    def decode(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Images decoded from latents `z` by the VAE-GAN of each example's class."""
+        return self._per_class(lambda m, x: m.decode(x), z, labels)
+
+    @torch.no_grad()
+    def encode_mean(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """Encoder means of images under the VAE-GAN of their class."""
+        return torch.cat([self._per_class(lambda m, x: m.encode(x)[0], images[i:i + batch_size],
+                                          labels[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def decoded_images(result: AttackResult, decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                   restart: int | None = None, batch_size: int = 1000) -> torch.Tensor:
+    """Images of the kept variables: of the best restart per example, or of one given restart."""
+    n = len(result.labels)
+    v = result.best_variables() if restart is None else result.variables[:, restart]
+    rows = torch.arange(n, device=v.device)
+    with torch.no_grad():
+        return torch.cat([decode(v[i:i + batch_size], rows[i:i + batch_size]) for i in range(0, n, batch_size)]) \
+            if n else v.new_empty(0, 1, 28, 28)
+
+
+def true_manifold_attack(model: nn.Module, glyphs: torch.Tensor, font: torch.Tensor, labels: torch.Tensor,
+                         codes: torch.Tensor, ranges: TransformRanges, cfg: AttackConfig,
+                         indices: torch.Tensor | None = None, progress: bool = False,
+                         ) -> tuple[AttackResult, Callable]:
+    """Attack the 6 transformation codes of FONTS images (font and class fixed) within eta and the ranges.
+
+    Returns the result (variables are codes) and the decoder `decode(codes, rows)` that renders them.
+    """
+    center, lo, hi = clipped_box(codes, cfg.eps, ranges.low, ranges.high)
+
+    def decode(v: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return render(glyphs, font[rows], labels[rows], v)
+
+    return box_attack(model, decode, center, lo, hi, labels, cfg, indices, progress=progress), decode
+
+
+def learned_manifold_attack(model: nn.Module, decoders: ClassDecoders, latents: torch.Tensor, labels: torch.Tensor,
+                            cfg: AttackConfig, indices: torch.Tensor | None = None, progress: bool = False,
+                            ) -> tuple[AttackResult, Callable]:
+    """Attack VAE-GAN latents (encoder means of the true class) within eta and [-bound, bound]^d."""
+    bound = torch.tensor(decoders.bound)
+    center, lo, hi = clipped_box(latents, cfg.eps, -bound, bound)
+
+    def decode(v: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return decoders.decode(v, labels[rows])
+
+    return box_attack(model, decode, center, lo, hi, labels, cfg, indices, progress=progress), decode
+
+
+def transformation_box(n: int, eps: float, ranges: TransformRanges,
+                       device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The eta-box around the identity transformation, intersected with the admissible ranges."""
+    identity = torch.tensor(IDENTITY_CODE, device=device).expand(n, 6)
+    if ((identity[0] < ranges.low.to(device)) | (identity[0] > ranges.high.to(device))).any():
+        raise ValueError(f"transformation ranges {ranges} must contain the identity {IDENTITY_CODE}")
+    return clipped_box(identity, eps, ranges.low, ranges.high)
+
+
+def transformation_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ranges: TransformRanges,
+                          cfg: AttackConfig, indices: torch.Tensor | None = None, progress: bool = False,
+                          ) -> tuple[AttackResult, Callable]:
+    """Attack the 6 parameters of a spatial transformer applied to the images, starting around the identity."""
+    center, lo, hi = transformation_box(len(images), cfg.eps, ranges, images.device)
+
+    def decode(v: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return transform(images[rows], v)
+
+    return box_attack(model, decode, center, lo, hi, labels, cfg, indices, clean_images=images,
+                      progress=progress), decode
+
+
+def true_manifold_adversary(glyphs: torch.Tensor, font: torch.Tensor, codes: torch.Tensor,
+                            ranges: TransformRanges) -> Adversary:
+    """On-manifold training examples on the true FONTS manifold, from the training images' own codes."""
+    def attack(model: nn.Module, pos: torch.Tensor, y: torch.Tensor, cfg: AttackConfig) -> torch.Tensor:
+        result, decode = true_manifold_attack(model, glyphs, font[pos], y, codes[pos], ranges, cfg, pos.cpu())
+        return decoded_images(result, decode, restart=0)
+    return attack
+
+
+def learned_manifold_adversary(decoders: ClassDecoders, latents: torch.Tensor) -> Adversary:
+    """On-manifold training examples on the learned manifold, from the training images' encoder means."""
+    def attack(model: nn.Module, pos: torch.Tensor, y: torch.Tensor, cfg: AttackConfig) -> torch.Tensor:
+        result, decode = learned_manifold_attack(model, decoders, latents[pos], y, cfg, pos.cpu())
+        return decoded_images(result, decode, restart=0)
+    return attack
+
+
+def transformation_adversary(images: torch.Tensor, ranges: TransformRanges) -> Adversary:
+    """Adversarially transformed training images."""
+    def attack(model: nn.Module, pos: torch.Tensor, y: torch.Tensor, cfg: AttackConfig) -> torch.Tensor:
+        result, decode = transformation_attack(model, images[pos], y, ranges, cfg, pos.cpu())
+        return decoded_images(result, decode, restart=0)
+    return attack

@@ -1,0 +1,225 @@
+"""Attacks through decoders (true FONTS manifold, VAE-GAN latents, transformations) and the training modes that
+use them, on the small FONTS classifier of conftest."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from manifold_robustness.attacks import AttackConfig, success_rates
+from manifold_robustness.onmanifold import (
+    ClassDecoders,
+    decoded_images,
+    learned_manifold_adversary,
+    learned_manifold_attack,
+    transformation_adversary,
+    transformation_attack,
+    true_manifold_adversary,
+    true_manifold_attack,
+)
+from manifold_robustness.training import MODES, TrainConfig, predict, train_classifier
+from manifold_robustness.transformer import IDENTITY_CODE, PRESETS, decode, transform
+from manifold_robustness.vaegan import VAEGAN, VAEGANConfig
+
+RANGES = PRESETS["easy"]  # the conftest data are rendered from the easy box
+
+
+def config(**kw) -> AttackConfig:
+    base = {"eps": 0.3, "steps": 10, "step_size": 0.03, "restarts": 2, "layout": "sequential"}
+    return AttackConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def test_set(fonts_data, glyph_bank):
+    """80 test images with their codes, fonts and labels, and the glyph bank (the true decoder)."""
+    d = fonts_data["test"]
+    rows = torch.randperm(len(d["labels"]), generator=torch.Generator().manual_seed(1))[:80]
+    pick = {k: torch.from_numpy(v)[rows] for k, v in d.items()}
+    return {**pick, "rows": rows, "glyphs": torch.from_numpy(glyph_bank[0]).float()}
+
+
+@pytest.fixture(scope="module")
+def decoders() -> ClassDecoders:
+    """Ten small, untrained class VAE-GANs with distinct weights: enough for the invariants tested here."""
+    models = []
+    for c in range(10):
+        torch.manual_seed(c)
+        models.append(VAEGAN(VAEGANConfig(channels=(8, 16, 32), seed=c)).eval())
+    return ClassDecoders(models)
+
+
+def true_attack(model, s, cfg):
+    return true_manifold_attack(model, s["glyphs"], s["font"], s["labels"], s["codes"], RANGES, cfg,
+                                indices=s["rows"])
+
+
+def test_true_manifold_attack_changes_only_the_codes(trained_model, test_set):
+    s = test_set
+    result, dec = true_attack(trained_model, s, config())
+    codes = result.variables  # (n, R, 6)
+    low, high = RANGES.low, RANGES.high
+    assert ((codes >= low - 1e-6) & (codes <= high + 1e-6)).all()
+    assert ((codes - s["codes"][:, None]).abs() <= 0.3 + 1e-6).all()
+    images = decoded_images(result, dec)
+    # The adversarial image is exactly the true decoder's rendering of the returned codes, same font and class.
+    expected = decode(s["glyphs"], s["font"], s["labels"], result.best_variables())
+    assert torch.equal(images, expected)
+    assert images.min() >= 0 and images.max() <= 1
+    pred = predict(trained_model, images)
+    best = result.best_restart()
+    assert torch.equal(pred, result.pred[torch.arange(len(best)), best])
+
+
+def test_true_manifold_clean_point_is_the_test_image(trained_model, test_set):
+    s = test_set
+    result, _ = true_attack(trained_model, s, config(eps=0.0, steps=2))
+    assert torch.equal(result.clean_pred, predict(trained_model, s["images"]))
+
+
+@pytest.mark.parametrize("attack", ["true", "learned", "transformation"])
+def test_eta_zero_success_is_the_decoded_clean_error(trained_model, test_set, decoders, attack):
+    s = test_set
+    cfg = config(eps=0.0, steps=3)
+    if attack == "true":
+        result, dec = true_attack(trained_model, s, cfg)
+    elif attack == "learned":
+        latents = decoders.encode_mean(s["images"], s["labels"])
+        result, dec = learned_manifold_attack(trained_model, decoders, latents, s["labels"], cfg, s["rows"])
+    else:
+        result, dec = transformation_attack(trained_model, s["images"], s["labels"], RANGES, cfg, s["rows"])
+    clean = decoded_images(result, dec)
+    clean_error = (predict(trained_model, clean) != s["labels"]).float()
+    assert torch.equal(result.success.float().mean(dim=1), clean_error)
+    assert success_rates(result.success, result.correct)["success"] == 0.0
+
+
+def test_transformation_with_eta_zero_is_the_identity(trained_model, test_set):
+    s = test_set
+    result, dec = transformation_attack(trained_model, s["images"], s["labels"], RANGES, config(eps=0.0, steps=2))
+    identity = torch.tensor(IDENTITY_CODE)
+    assert torch.equal(result.variables, identity.expand_as(result.variables))
+    torch.testing.assert_close(decoded_images(result, dec), s["images"], atol=1e-5, rtol=0)  # float32 resampling
+
+
+def test_transformation_attack_stays_in_its_bounds_and_fools(trained_model, test_set):
+    s = test_set
+    result, dec = transformation_attack(trained_model, s["images"], s["labels"], RANGES, config())
+    v = result.variables
+    identity = torch.tensor(IDENTITY_CODE)
+    assert ((v >= RANGES.low - 1e-6) & (v <= RANGES.high + 1e-6)).all()
+    assert ((v - identity).abs() <= 0.3 + 1e-6).all()
+    images = decoded_images(result, dec)
+    torch.testing.assert_close(images, transform(s["images"], result.best_variables()))
+    rates = success_rates(result.success, result.correct)
+    assert rates["success_any"] > 0  # rotations of +-0.3 rad and shifts fool a small classifier sometimes
+
+
+def test_transformation_ranges_must_contain_the_identity(trained_model, test_set):
+    from manifold_robustness.transformer import TransformRanges
+
+    bad = TransformRanges(0.1, 0.1, 1.05, 1.2, 0.1)
+    with pytest.raises(ValueError, match="must contain the identity"):
+        transformation_attack(trained_model, test_set["images"], test_set["labels"], bad, config())
+
+
+def test_class_decoders_route_each_example_to_its_class(decoders, test_set):
+    z = torch.randn(len(test_set["labels"]), 10) * 3
+    labels = test_set["labels"]
+    with torch.no_grad():
+        out = decoders.decode(z, labels)
+        for i in (0, 7, 31):
+            single = decoders.models[int(labels[i])].decode(z[i:i + 1])
+            torch.testing.assert_close(out[i:i + 1], single)
+    assert out.shape == (len(z), 1, 28, 28) and out.min() >= 0 and out.max() <= 1
+    means = decoders.encode_mean(test_set["images"], labels, batch_size=7)
+    torch.testing.assert_close(means[3:4], decoders.models[int(labels[3])].encode(test_set["images"][3:4])[0])
+
+
+def test_learned_latents_stay_in_eta_box_and_truncation_box(trained_model, decoders, test_set):
+    s = test_set
+    # Start some latents near and beyond the box edge: the box is clipped to [-2, 2] first.
+    latents = decoders.encode_mean(s["images"], s["labels"])
+    latents[:10] = 1.9
+    latents[10:20] = -2.5
+    result, dec = learned_manifold_attack(trained_model, decoders, latents, s["labels"], config(eps=0.3),
+                                          s["rows"])
+    v = result.variables
+    center = latents.clamp(-2, 2)[:, None]
+    assert v.abs().max() <= 2.0 + 1e-6
+    assert ((v - center).abs() <= 0.3 + 1e-6).all()
+    images = decoded_images(result, dec)
+    assert images.min() >= 0 and images.max() <= 1
+
+
+@pytest.mark.parametrize("attack", ["true", "learned"])
+def test_more_steps_never_lower_the_on_manifold_success(trained_model, test_set, decoders, attack):
+    s = test_set
+    rates = []
+    for steps in (2, 8, 20):
+        cfg = config(eps=0.2, steps=steps, step_size=0.02)
+        if attack == "true":
+            result, _ = true_attack(trained_model, s, cfg)
+        else:
+            latents = decoders.encode_mean(s["images"], s["labels"])
+            result, _ = learned_manifold_attack(trained_model, decoders, latents, s["labels"], cfg, s["rows"])
+        rates.append(result.success)
+    for fewer, more in zip(rates, rates[1:]):
+        assert (more >= fewer).all()  # same starts, first success kept: a success can only stay
+
+
+def test_learned_attack_batched_equals_one_by_one(trained_model, decoders, test_set):
+    s = test_set
+    latents = decoders.encode_mean(s["images"], s["labels"])[:12]
+    cfg = config(steps=5)
+    model = copy.deepcopy(trained_model).double()
+    dec = ClassDecoders([copy.deepcopy(m).double() for m in decoders.models])
+    batch, _ = learned_manifold_attack(model, dec, latents.double(), s["labels"][:12], cfg, s["rows"][:12])
+    for i in range(12):
+        one, _ = learned_manifold_attack(model, dec, latents[i:i + 1].double(), s["labels"][i:i + 1], cfg,
+                                         s["rows"][i:i + 1])
+        assert torch.equal(one.success[0], batch.success[i])
+        torch.testing.assert_close(one.variables[0], batch.variables[i], atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("mode", [m for m in MODES if m != "normal"])
+def test_every_adversarial_mode_trains_and_restores(train_tensors, fonts_data, glyph_bank, decoders, mode):
+    images, labels = train_tensors[0][:300], train_tensors[1][:300]
+    d = fonts_data["train"]
+    adversary = {
+        "adversarial": None,  # PGD on the training images is the default
+        "onmanifold_true": true_manifold_adversary(torch.from_numpy(glyph_bank[0]).float(),
+                                                   torch.from_numpy(d["font"][:300]),
+                                                   torch.from_numpy(d["codes"][:300]), RANGES),
+        "onmanifold_learned": learned_manifold_adversary(decoders, decoders.encode_mean(images, labels)),
+        "transformation": transformation_adversary(images, RANGES),
+    }[mode]
+    cfg = TrainConfig(mode=mode, epochs=1, seed=0, attack=config(steps=2, restarts=1))
+    model, history = train_classifier(images, labels, cfg, progress=False, adversary=adversary)
+    assert not model.training and len(history) == 1 and history[0]["loss"] > 0
+    assert all(not p.requires_grad for p in decoders.parameters())  # the decoders are never trained
+
+
+def test_adversarial_modes_need_an_adversary(train_tensors):
+    images, labels = train_tensors
+    with pytest.raises(ValueError, match="needs an adversary"):
+        train_classifier(images[:100], labels[:100], TrainConfig(mode="transformation", epochs=1), progress=False)
+
+
+def test_onmanifold_training_examples_are_renderings_of_nearby_codes(train_tensors, fonts_data, glyph_bank,
+                                                                     trained_model):
+    """With eta = 0 the adversary returns the training images themselves (re-rendered from their codes); with
+    eta > 0 it moves them along the manifold, within the code box."""
+    images, labels = train_tensors
+    d = fonts_data["train"]
+    glyphs = torch.from_numpy(glyph_bank[0]).float()
+    font, codes = torch.from_numpy(d["font"]), torch.from_numpy(d["codes"])
+    adversary = true_manifold_adversary(glyphs, font, codes, RANGES)
+    pos = torch.arange(20, 40)
+    same = adversary(trained_model, pos, labels[pos], config(eps=0.0, restarts=1, early_stop=False))
+    torch.testing.assert_close(same.clamp(0, 1), images[pos], atol=1e-6, rtol=0)
+    moved = adversary(trained_model, pos, labels[pos], config(restarts=1, early_stop=False))
+    assert moved.shape == (20, 1, 28, 28) and not moved.requires_grad
+    assert moved.min() >= 0 and moved.max() <= 1
+    assert ((moved - images[pos]).abs().amax(dim=(1, 2, 3)) > 0.1).float().mean() > 0.5
