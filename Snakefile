@@ -13,6 +13,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/vaegan.smk"
 include: "workflow/rules/classifiers.smk"
 include: "workflow/rules/attacks.smk"
 include: "workflow/rules/figures.smk"

@@ -1,4 +1,4 @@
-"""End to end: snakemake on the tiny config in a temporary directory, data to Fig. 4."""
+"""End to end: snakemake on the tiny config in a temporary directory, data to Figs. 1, 3 and 4."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
+from manifold_robustness.data import read_ranges
 from manifold_robustness.tables import COLUMNS
+from manifold_robustness.training import MODES
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -38,19 +41,27 @@ def finished_run(tmp_path_factory) -> Path:
     return workdir
 
 
-def test_run_produces_table_and_fig4(finished_run: Path) -> None:
+def test_run_produces_table_and_figures(finished_run: Path) -> None:
     cfg = tiny_config()
     df = pd.read_csv(finished_run / "results/tables/metrics.csv")
     assert list(df.columns[: len(COLUMNS)]) == list(COLUMNS)
     n_models = len(cfg["classifiers"]["modes"]) * len(cfg["classifiers"]["n_train"]) * len(cfg["classifiers"]["seeds"])
     assert len(df) == n_models
-    assert set(df["mode"]) == {"normal", "adversarial"}
-    for col in ("test_error", "pgd_success", "pgd_success_any"):
+    assert set(df["mode"]) == set(MODES)
+    rates = [f"{attack}_{kind}" for attack in ("pgd", "onmanifold", "onmanifold_learned") for kind in ("success",
+                                                                                                      "success_any")]
+    for col in ["test_error", *rates]:
         assert df[col].between(0, 1).all(), col
-    assert (df["pgd_success_any"] >= df["pgd_success"] - 1e-9).all()
-    assert df["onmanifold_success"].isna().all()  # no on-manifold attack in this workflow yet
-    for ext in ("pdf", "png"):
-        assert (finished_run / f"results/figures/fig4_regular_robustness.{ext}").stat().st_size > 1000
+    for attack in ("pgd", "onmanifold", "onmanifold_learned"):
+        assert (df[f"{attack}_success_any"] >= df[f"{attack}_success"] - 1e-9).all()
+    assert set(df["onmanifold_manifold"]) == {"true manifold"}  # FONTS: the main on-manifold attack uses the true decoder
+    for name in ("fig1_examples", "fig3_onmanifold_robustness", "fig4_regular_robustness"):
+        for ext in ("pdf", "png"):
+            assert (finished_run / f"results/figures/{name}.{ext}").stat().st_size > 1000, name
+    quality = pd.read_csv(finished_run / "results/tables/vaegan_fonts.csv")
+    assert list(quality["label"]) == list(range(10))
+    assert quality["sample_accuracy"].between(0, 1).all() and (quality["reconstruction_error_test"] > 0).all()
+    assert (finished_run / "results/figures/vaegan_samples_fonts.png").stat().st_size > 1000
 
 
 def test_artifacts_follow_the_documented_layout(finished_run: Path) -> None:
@@ -68,7 +79,19 @@ def test_artifacts_follow_the_documented_layout(finished_run: Path) -> None:
         adv = h5["adversarial"][()]
         assert adv.min() >= 0 and adv.max() <= 1
     assert (finished_run / "logs/train_classifier/fonts/adversarial/N300/seed0.log").read_text()
-
+    low, high = read_ranges(finished_run / "results/data/fonts.h5").low, read_ranges(
+        finished_run / "results/data/fonts.h5").high
+    attacks = finished_run / "results/attacks/fonts/normal/N150/seed0"
+    with h5py.File(attacks / "onmanifold.h5") as h5:
+        assert h5.attrs["config.manifold"] == "true" and h5["success"].shape == (40, 2)
+        codes = torch.from_numpy(h5["adversarial_latent"][()])
+        assert ((codes >= low - 1e-6) & (codes <= high + 1e-6)).all()
+        assert h5["adversarial"].shape == (40, 1, 28, 28)
+    with h5py.File(attacks / "onmanifold_learned.h5") as h5:
+        assert h5.attrs["config.manifold"] == "learned"
+        assert np.abs(h5["adversarial_latent"][()]).max() <= 2.0
+    for label in range(10):
+        assert (finished_run / f"results/vaegan/fonts/class{label}.pt").exists()
 
 def test_second_run_has_nothing_to_do(finished_run: Path) -> None:
     proc = snakemake(finished_run, "--dry-run")
@@ -82,7 +105,8 @@ def test_fig4_target_redraws_only_the_figure(finished_run: Path) -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "plot_fig4" in out
-    assert "train_classifier" not in out and "attack_pgd" not in out
+    for upstream in ("train_classifier", "train_vaegan", "attack_pgd", "attack_onmanifold"):
+        assert upstream not in out
     assert (finished_run / "results/figures/fig4_regular_robustness.pdf").exists()
 
 
@@ -96,13 +120,22 @@ def write_config(path: Path, cfg: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("key", "value", "expected"), [
-    ("eps", 2.0, ("['pgd']['eps']", "maximum of 1")),
-    ("epsilon", 0.3, ("'epsilon' was unexpected",)),
+@pytest.mark.parametrize(("keys", "value", "expected"), [
+    (("pgd", "eps"), 2.0, ("['pgd']['eps']", "maximum of 1")),
+    (("pgd", "epsilon"), 0.3, ("'epsilon' was unexpected",)),
+    (("onmanifold", "eta"), 5.0, ("['onmanifold']['eta']", "maximum of 4")),
+    (("classifiers", "onmanifold_attack", "eta"), -0.1, ("['eta']", "minimum of 0")),
+    (("vaegan", "truncation"), 0.0, ("['vaegan']['truncation']", "less than or equal to the minimum of 0")),
+    (("vaegan", "beta", "fonts"), 0.0, ("['beta']['fonts']", "less than or equal to the minimum of 0")),
+    (("classifiers", "modes"), ["onmanifold"], ("'onmanifold' is not one of",)),
 ])
-def test_bad_config_stops_before_any_job(tmp_path: Path, key: str, value: float, expected: tuple[str, ...]) -> None:
+def test_bad_config_stops_before_any_job(tmp_path: Path, keys: tuple[str, ...], value, expected: tuple[str, ...],
+                                         ) -> None:
     cfg = tiny_config()
-    cfg["pgd"][key] = value
+    section = cfg
+    for key in keys[:-1]:
+        section = section.setdefault(key, {})
+    section[keys[-1]] = value
     proc = snakemake(tmp_path, "--dry-run", config=write_config(tmp_path / "bad.yaml", cfg))
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
@@ -146,10 +179,11 @@ def test_fonts_from_a_pinned_archive(tmp_path: Path) -> None:
 
 
 def test_paper_grid_plans(tmp_path: Path) -> None:
-    """The paper's grid builds its DAG: 2 modes x 13 N x 5 seeds classifiers, each attacked once."""
+    """The paper's grid builds its DAG: 5 modes x 13 N x 5 seeds classifiers, each attacked three times."""
     proc = snakemake(tmp_path, "--dry-run", config=ROOT / "config" / "paper.yaml")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.MULTILINE))
-    assert counts["train_classifier"] == "130" and counts["attack_pgd"] == "130"
-    assert counts["fetch_fonts"] == "1"
+    for rule in ("train_classifier", "attack_pgd", "attack_onmanifold", "attack_onmanifold_learned"):
+        assert counts[rule] == "325", rule
+    assert counts["fetch_fonts"] == "1" and counts["train_vaegan"] == "10"

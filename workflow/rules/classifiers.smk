@@ -1,9 +1,11 @@
-# Classifiers: the paper's network trained normally or adversarially on nested subsets of N images.
+# Classifiers: the paper's network trained on nested subsets of N images, normally or with half of each batch
+# adversarial (PGD, on the true or learned manifold, or adversarial transformations).
 
 
 rule train_classifier:
     input:
         data="results/data/{dataset}.h5",
+        vaegans=training_vaegans,
     output:
         model=f"results/classifiers/{RUN}/model.pt",
         metrics=f"results/classifiers/{RUN}/metrics.json",

@@ -6,12 +6,29 @@ validate(config, schema="../../config/schema.yaml")
 
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
-    mode="normal|adversarial",
+    mode="normal|adversarial|onmanifold_true|onmanifold_learned|transformation",
+    label=r"\d+",
     n=r"\d+",
     seed=r"\d+",
 
 
 RUN = "{dataset}/{mode}/N{n}/seed{seed}"
+# Datasets whose manifold is known exactly (rendered by a true decoder).
+TRUE_MANIFOLD = ("fonts",)
+N_CLASSES = 10
+# The config section holding the attack each training mode uses (others are dropped from its params).
+TRAINING_ATTACK = {
+    "adversarial": "adversarial_attack",
+    "onmanifold_true": "onmanifold_attack",
+    "onmanifold_learned": "onmanifold_attack",
+    "transformation": "transformation_attack",
+}
+
+
+def modes_for(dataset):
+    """Training modes of a dataset: onmanifold_true only where the true manifold is known."""
+    modes = config["classifiers"]["modes"]
+    return [m for m in modes if m != "onmanifold_true" or dataset in TRUE_MANIFOLD]
 
 
 def classifier_runs():
@@ -20,7 +37,7 @@ def classifier_runs():
     return [
         dict(dataset=d, mode=m, n=n, seed=s)
         for d in config["datasets"]
-        for m in cls["modes"]
+        for m in modes_for(d)
         for n in sorted(cls["n_train"])
         for s in cls["seeds"]
     ]
@@ -31,12 +48,111 @@ def per_run(pattern):
     return [pattern.format(**run) for run in classifier_runs()]
 
 
-def fig4_files():
-    return expand("results/figures/fig4_regular_robustness.{ext}", ext=["pdf", "png"])
+def onmanifold_learned_record(run):
+    """The learned-manifold record of a run: its own file on FONTS, else the on-manifold record itself."""
+    if run["dataset"] in TRUE_MANIFOLD:
+        return "results/attacks/{dataset}/{mode}/N{n}/seed{seed}/onmanifold_learned.h5".format(
+            **run
+        )
+    return "results/attacks/{dataset}/{mode}/N{n}/seed{seed}/onmanifold.h5".format(
+        **run
+    )
+
+
+def learned_records():
+    return [onmanifold_learned_record(run) for run in classifier_runs()]
+
+
+def vaegan_models(wildcards):
+    """The class-specific VAE-GANs of a dataset, in class order."""
+    return expand(
+        "results/vaegan/{dataset}/class{label}.pt",
+        dataset=wildcards.dataset,
+        label=range(N_CLASSES),
+    )
+
+
+def vaegan_records(wildcards):
+    return expand(
+        "results/vaegan/{dataset}/class{label}.json",
+        dataset=wildcards.dataset,
+        label=range(N_CLASSES),
+    )
+
+
+def training_vaegans(wildcards):
+    """VAE-GANs a training run needs: only on-manifold training on the learned manifold."""
+    return vaegan_models(wildcards) if wildcards.mode == "onmanifold_learned" else []
+
+
+def onmanifold_vaegans(wildcards):
+    """VAE-GANs the main on-manifold attack needs: none where the true manifold is attacked."""
+    return [] if wildcards.dataset in TRUE_MANIFOLD else vaegan_models(wildcards)
+
+
+def onmanifold_kind(wildcards):
+    return "true" if wildcards.dataset in TRUE_MANIFOLD else "learned"
+
+
+def reference_run(dataset):
+    """The model whose examples Fig. 1 shows and which judges VAE-GAN samples: normal, largest N, first seed."""
+    cls = config["classifiers"]
+    return dict(
+        dataset=dataset, mode="normal", n=max(cls["n_train"]), seed=min(cls["seeds"])
+    )
+
+
+def reference_classifier(wildcards):
+    return "results/classifiers/{dataset}/{mode}/N{n}/seed{seed}/model.pt".format(
+        **reference_run(wildcards.dataset)
+    )
+
+
+def fig1_panels():
+    """Per dataset: the data file and the reference model's attack records, as Fig. 1 reads them."""
+    panels = []
+    for dataset in config["datasets"]:
+        run = "results/attacks/{dataset}/{mode}/N{n}/seed{seed}".format(
+            **reference_run(dataset)
+        )
+        learned = f"{run}/onmanifold_learned.h5" if dataset in TRUE_MANIFOLD else None
+        panels.append(
+            dict(
+                dataset=dataset,
+                data=f"results/data/{dataset}.h5",
+                pgd=f"{run}/pgd.h5",
+                onmanifold=f"{run}/onmanifold.h5",
+                onmanifold_learned=learned,
+            )
+        )
+    return panels
+
+
+def fig1_inputs(wildcards):
+    return [
+        p for panel in fig1_panels() for k, p in panel.items() if k != "dataset" and p
+    ]
+
+
+def figure_files(name):
+    return expand("results/figures/{name}.{ext}", name=name, ext=["pdf", "png"])
+
+
+def vaegan_quality_files():
+    return expand(
+        "results/tables/vaegan_{dataset}.csv", dataset=config["datasets"]
+    ) + expand(
+        "results/figures/vaegan_samples_{dataset}.png", dataset=config["datasets"]
+    )
 
 
 def all_targets():
-    return ["results/tables/metrics.csv"] + fig4_files()
+    figures = ["fig1_examples", "fig3_onmanifold_robustness", "fig4_regular_robustness"]
+    return (
+        ["results/tables/metrics.csv"]
+        + vaegan_quality_files()
+        + [f for name in figures for f in figure_files(name)]
+    )
 
 
 def fonts_archive_dir(wildcards):
@@ -49,8 +165,9 @@ def fonts_archive_dir(wildcards):
 def train_params(wildcards):
     """Training settings; the attack inside training only matters (and only triggers reruns) for its mode."""
     cls = dict(config["classifiers"])
-    if wildcards.mode != "adversarial":
-        cls.pop("adversarial_attack")
+    for section in set(TRAINING_ATTACK.values()):
+        if section != TRAINING_ATTACK.get(wildcards.mode):
+            cls.pop(section)
     return cls
 
 
@@ -60,6 +177,11 @@ def gpu_count(wildcards):
 
 
 def training_priority(wildcards):
-    """Start the longest training jobs first (cost grows with N, about 20x under adversarial training),
+    """Start the longest training jobs first (cost grows with N, about 20x when half of each batch is attacked),
     so that short jobs fill the gaps instead of a long one running alone at the end."""
-    return int(wildcards.n) * (20 if wildcards.mode == "adversarial" else 1)
+    return int(wildcards.n) * (1 if wildcards.mode == "normal" else 20)
+
+
+def vaegan_priority(wildcards):
+    """VAE-GANs gate on-manifold training on the learned manifold: start them before any classifier."""
+    return 20 * max(config["classifiers"]["n_train"]) + 1

@@ -1,10 +1,12 @@
-# Tables and figures: everything plotted comes from results/tables/metrics.csv.
+# Tables and figures: every point plotted comes from results/tables/metrics.csv or an attack record it names.
 
 
 rule metrics_table:
     input:
         metrics=per_run(f"results/classifiers/{RUN}/metrics.json"),
         pgd=per_run(f"results/attacks/{RUN}/pgd.h5"),
+        onmanifold=per_run(f"results/attacks/{RUN}/onmanifold.h5"),
+        onmanifold_learned=learned_records(),
     output:
         report(
             "results/tables/metrics.csv",
@@ -17,6 +19,47 @@ rule metrics_table:
         "../../envs/torch.yaml"
     script:
         "../scripts/metrics_table.py"
+
+
+rule plot_fig1:
+    input:
+        fig1_inputs,
+    output:
+        pdf=report(
+            "results/figures/fig1_examples.pdf",
+            caption="../report/fig1.rst",
+            category="Figures",
+        ),
+        png="results/figures/fig1_examples.png",
+    log:
+        "logs/plot_fig1/fig1.log",
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        panels=fig1_panels(),
+        n_examples=config["figures"]["fig1_examples"],
+    script:
+        "../scripts/plot_fig1.py"
+
+
+rule plot_fig3:
+    input:
+        "results/tables/metrics.csv",
+    output:
+        pdf=report(
+            "results/figures/fig3_onmanifold_robustness.pdf",
+            caption="../report/fig3.rst",
+            category="Figures",
+        ),
+        png="results/figures/fig3_onmanifold_robustness.png",
+    log:
+        "logs/plot_fig3/fig3.log",
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        success_column=config["figures"]["onmanifold_success_column"],
+    script:
+        "../scripts/plot_fig3.py"
 
 
 rule plot_fig4:
@@ -39,6 +82,16 @@ rule plot_fig4:
         "../scripts/plot_fig4.py"
 
 
+rule fig1:
+    input:
+        figure_files("fig1_examples"),
+
+
+rule fig3:
+    input:
+        figure_files("fig3_onmanifold_robustness"),
+
+
 rule fig4:
     input:
-        fig4_files(),
+        figure_files("fig4_regular_robustness"),

@@ -3,4 +3,5 @@
 from manifold_robustness.stages import log_to, make_table
 
 log_to(snakemake.log[0])
-make_table(list(snakemake.input.metrics), list(snakemake.input.pgd), snakemake.output[0])
+attacks = {name: list(snakemake.input[name]) for name in ("pgd", "onmanifold", "onmanifold_learned")}
+make_table(list(snakemake.input.metrics), attacks, snakemake.output[0])

@@ -1,0 +1,6 @@
+"""Snakemake adapter: draw Fig. 3 from metrics.csv."""
+
+from manifold_robustness.stages import log_to, plot_fig3
+
+log_to(snakemake.log[0])
+plot_fig3(snakemake.input[0], snakemake.output.pdf, snakemake.output.png, snakemake.params.success_column)
