@@ -21,6 +21,8 @@ import math
 import os
 import pickle
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -314,38 +316,37 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Run a block with the model in eval mode (batch norm on running statistics), then restore its mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def sample(model: VAEGAN, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """n images decoded from truncated-normal codes (bound cfg.truncation), in eval mode; the mode is restored."""
     z = truncated_normal(n, model.cfg.latent_dim, model.cfg.truncation, generator).to(model_device(model))
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         return model.decode(z)
-    finally:
-        model.train(was_training)
 
 
 @torch.no_grad()
 def encode_mean(model: VAEGAN, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Posterior means (n, latent_dim) in eval mode, batched; the model's mode is restored."""
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         return torch.cat([model.encode(images[i:i + batch_size])[0] for i in range(0, len(images), batch_size)])
-    finally:
-        model.train(was_training)
 
 
 @torch.no_grad()
 def decode_batched(model: VAEGAN, z: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Decoded images for codes z, in eval mode, batched; the model's mode is restored."""
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         return torch.cat([model.decode(z[i:i + batch_size]) for i in range(0, len(z), batch_size)])
-    finally:
-        model.train(was_training)
 
 
 def reconstruction_error(model: VAEGAN, images: torch.Tensor, batch_size: int = 1000) -> float:
