@@ -16,7 +16,8 @@ RUN = "{dataset}/{mode}/N{n}/seed{seed}"
 # Datasets whose manifold is known exactly (rendered by a true decoder).
 TRUE_MANIFOLD = ("fonts",)
 N_CLASSES = 10
-# The config section holding the attack each training mode uses (others are dropped from its params).
+# The config section holding the attack each training mode uses (others are dropped from its params);
+# the same mapping as manifold_robustness.stages.TRAINING_ATTACK, kept here so the DAG is built without torch.
 TRAINING_ATTACK = {
     "adversarial": "adversarial_attack",
     "onmanifold_true": "onmanifold_attack",
