@@ -179,11 +179,32 @@ def test_fonts_from_a_pinned_archive(tmp_path: Path) -> None:
 
 
 def test_paper_grid_plans(tmp_path: Path) -> None:
-    """The paper's grid builds its DAG: 5 modes x 13 N x 5 seeds classifiers, each attacked three times."""
+    """The paper's grid builds its DAG for all three datasets: 13 N x 5 seeds per mode, 5 modes on FONTS and 4
+    elsewhere (no true manifold), each model attacked by PGD and on its manifold, FONTS also on the learned one."""
     proc = snakemake(tmp_path, "--dry-run", config=ROOT / "config" / "paper.yaml")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.MULTILINE))
-    for rule in ("train_classifier", "attack_pgd", "attack_onmanifold", "attack_onmanifold_learned"):
-        assert counts[rule] == "325", rule
-    assert counts["fetch_fonts"] == "1" and counts["train_vaegan"] == "10"
+    counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.MULTILINE)}
+    models = 13 * 5 * (5 + 4 + 4)
+    for rule in ("train_classifier", "attack_pgd", "attack_onmanifold"):
+        assert counts[rule] == models, rule
+    assert counts["attack_onmanifold_learned"] == 13 * 5 * 5
+    assert counts["fetch_fonts"] == 1 and counts["torchvision_data"] == 2 and counts["train_vaegan"] == 30
+    for dataset in ("fonts", "emnist", "fashion"):
+        assert f"results/classifiers/{dataset}/transformation/N40000/seed4/model.pt" in out
+    assert "results/classifiers/emnist/onmanifold_true" not in out
+
+
+@pytest.mark.parametrize("dataset", ["emnist", "fashion"])
+def test_torchvision_dataset_offline_fails_at_once_naming_files_and_folder(tmp_path: Path, dataset: str) -> None:
+    """No files and no download: the data rule stops quickly, saying what to fetch and where to put it."""
+    cfg = tiny_config()
+    cfg["datasets"], cfg["download"] = [dataset], False
+    proc = snakemake(tmp_path, f"results/data/{dataset}.h5", "--show-failed-logs",
+                     config=write_config(tmp_path / "offline.yaml", cfg))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    raw = "EMNIST/raw" if dataset == "emnist" else "FashionMNIST/raw"
+    assert f"resources/{dataset}/{raw}" in out and "Files put there by hand are used without a download" in out
+    assert ("emnist-digits-train-images-idx3-ubyte" if dataset == "emnist" else "train-images-idx3-ubyte") in out
+    assert not (tmp_path / f"results/data/{dataset}.h5").exists()

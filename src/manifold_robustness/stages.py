@@ -86,6 +86,13 @@ def build_fonts(fonts_cfg: dict, out: str, archive_dir: str | None = None) -> No
     log.info("wrote %s: %d train, %d test images", out, len(splits["train"]["labels"]), len(splits["test"]["labels"]))
 
 
+def build_torchvision(name: str, root: str, out: str, download: bool) -> None:
+    """EMNIST (digits) or Fashion-MNIST from `root` (downloaded there when allowed) into the shared layout."""
+    from .datasets import convert  # torchvision: only this stage needs it
+
+    convert(name, root, out, download)
+
+
 def load_tensors(data_path: str, split: str, device: torch.device,
                  rows: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Images and labels of one split (or of `rows` of it) on `device`."""

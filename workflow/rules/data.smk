@@ -1,4 +1,5 @@
-# Datasets: FONTS rendered from a glyph bank of fonts on the machine or from a pinned archive.
+# Datasets: FONTS rendered from a glyph bank of fonts on the machine or from a pinned archive; EMNIST (digits) and
+# Fashion-MNIST through torchvision's dataset classes.
 
 
 rule fetch_fonts:
@@ -33,3 +34,24 @@ rule fonts_data:
         fonts=config["fonts"],
     script:
         "../scripts/fonts_data.py"
+
+
+rule torchvision_data:
+    output:
+        "results/data/{dataset}.h5",
+    log:
+        "logs/torchvision_data/{dataset}.log",
+    benchmark:
+        "results/benchmarks/torchvision_data/{dataset}.tsv"
+    wildcard_constraints:
+        dataset="emnist|fashion",
+    conda:
+        "../../envs/torch.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        root="resources/{dataset}",
+        download=config["download"],
+    script:
+        "../scripts/torchvision_data.py"

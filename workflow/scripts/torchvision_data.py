@@ -1,0 +1,6 @@
+"""Snakemake adapter: EMNIST digits or Fashion-MNIST through torchvision into results/data/{dataset}.h5."""
+
+from manifold_robustness.stages import build_torchvision, log_to
+
+log_to(snakemake.log[0])
+build_torchvision(snakemake.wildcards.dataset, snakemake.params.root, snakemake.output[0], snakemake.params.download)
