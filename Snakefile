@@ -16,6 +16,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/vaegan.smk"
 include: "workflow/rules/classifiers.smk"
 include: "workflow/rules/attacks.smk"
+include: "workflow/rules/distances.smk"
 include: "workflow/rules/figures.smk"
 
 

@@ -55,7 +55,7 @@ def test_run_produces_table_and_figures(finished_run: Path) -> None:
     for attack in ("pgd", "onmanifold", "onmanifold_learned"):
         assert (df[f"{attack}_success_any"] >= df[f"{attack}_success"] - 1e-9).all()
     assert set(df["onmanifold_manifold"]) == {"true manifold"}  # FONTS: the main on-manifold attack uses the true decoder
-    for name in ("fig1_examples", "fig3_onmanifold_robustness", "fig4_regular_robustness"):
+    for name in ("fig1_examples", "fig2_manifold_distance", "fig3_onmanifold_robustness", "fig4_regular_robustness"):
         for ext in ("pdf", "png"):
             assert (finished_run / f"results/figures/{name}.{ext}").stat().st_size > 1000, name
     quality = pd.read_csv(finished_run / "results/tables/vaegan_fonts.csv")
@@ -92,6 +92,21 @@ def test_artifacts_follow_the_documented_layout(finished_run: Path) -> None:
         assert np.abs(h5["adversarial_latent"][()]).max() <= 2.0
     for label in range(10):
         assert (finished_run / f"results/vaegan/fonts/class{label}.pt").exists()
+
+
+def test_distances_separate_regular_from_on_manifold_examples(finished_run: Path) -> None:
+    """FONTS: regular adversarial examples lie far from the true manifold, their projection almost the clean image
+    (distance about the perturbation's norm); on-manifold ones lie on it; clean test images exactly on it."""
+    with h5py.File(finished_run / "results/distances/fonts.h5") as h5:
+        pgd_ok, onm_ok = h5["pgd/success"][()], h5["onmanifold/success"][()]
+        pgd, onm = h5["pgd/distance_adversarial"][()][pgd_ok], h5["onmanifold/distance_adversarial"][()][onm_ok]
+        ratio = h5["pgd/distance_to_perturbation"][()][pgd_ok]
+        clean = h5["pgd/distance_clean"][()]
+        assert h5.attrs["manifold"] == "true" and h5.attrs["seconds"] > 0
+    assert len(pgd) and len(onm)
+    assert np.median(pgd) > 1.0 > 0.1 > np.median(onm)
+    assert 0.5 < np.median(ratio) <= 1.0 + 1e-6
+    assert np.abs(clean).max() < 1e-3
 
 def test_second_run_has_nothing_to_do(finished_run: Path) -> None:
     proc = snakemake(finished_run, "--dry-run")

@@ -397,3 +397,41 @@ def vaegan_sample_grid(samples: np.ndarray, png: str | os.PathLike, title: str) 
     with atomic_path(png) as tmp:
         fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
     plt.close(fig)
+
+
+# --- Fig. 2: distance to the manifold -------------------------------------------------------------------------------
+
+def read_distances(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Distances of successful regular and on-manifold adversarial examples, and of clean test images."""
+    try:
+        with h5py.File(path, "r") as h5:
+            out = {name: h5[f"{name}/distance_adversarial"][()][h5[f"{name}/success"][()].astype(bool)]
+                   for name in ("pgd", "onmanifold")}
+            out["clean"] = h5["pgd/distance_clean"][()]
+    except (OSError, KeyError) as err:
+        raise ValueError(f"distance file {path} is incomplete ({err}); delete it and rerun its distances rule") from err
+    return out
+
+
+def fig2_manifold_distance(panels: list[dict], pdf: str | os.PathLike, png: str | os.PathLike) -> None:
+    """Fig. 2: normalized histograms of the L2 distance to the manifold, one panel per dataset: regular (PGD) vs.
+    on-manifold adversarial examples (successful ones), with clean test images for reference."""
+    if not panels:
+        raise ValueError("Fig. 2 needs at least one dataset with its distance file")
+    sns.set_theme(style="whitegrid", context="paper", font_scale=0.9)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        dist = read_distances(panel["path"])
+        labels = {"clean": "clean test images", "pgd": "regular (PGD) adversarial", "onmanifold": "on-manifold adversarial"}
+        colors = {"clean": "grey", "pgd": "#d95f02", "onmanifold": "#1b9e77"}
+        upper = max([float(v.max()) for v in dist.values() if len(v)] + [1e-6])
+        bins = np.linspace(0.0, upper, 40)
+        for name in ("clean", "pgd", "onmanifold"):
+            values = dist[name]
+            if len(values):
+                ax.hist(values, bins=bins, density=True, alpha=0.45 if name != "clean" else 0.25, color=colors[name],
+                        label=f"{labels[name]} (n={len(values)}, median {np.median(values):.2f})")
+        ax.set(xlabel="L2 distance to the manifold", ylabel="density", title=panel["dataset"].upper())
+        ax.legend(fontsize=5.5, loc="upper right")
+    fig.tight_layout()
+    save_figure(fig, pdf, png)

@@ -11,6 +11,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 
@@ -21,7 +22,7 @@ from .data import (FontsSpec, evaluation_subset, make_fonts, read_glyph_bank, re
                    split_size, training_subset, write_dataset)
 from .device import configure_torch, resolve_device
 from .fonts import build_glyph_bank, default_font_dirs, discover_font_files, extract_fonts, fetch_archive
-from .io import read_json, write_json
+from .io import atomic_path, read_json, write_json
 from .models import load_classifier, save_classifier
 from .onmanifold import (ClassDecoders, decoded_images, learned_manifold_adversary, learned_manifold_attack,
                          transformation_adversary, true_manifold_adversary, true_manifold_attack)
@@ -231,6 +232,93 @@ def attack_onmanifold(data_path: str, model_path: str, out: str, manifold: str, 
     return rates
 
 
+def read_record(path: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Arrays of one attack record, with a clear error when it is incomplete."""
+    try:
+        with h5py.File(path, "r") as h5:
+            return {key: h5[key][()] for key in keys}
+    except (OSError, KeyError) as err:
+        raise RuntimeError(f"attack record {path} is incomplete or corrupt ({err}); delete it and rerun") from err
+
+
+def best_success(record: dict[str, np.ndarray]) -> np.ndarray:
+    """Whether the kept (best) restart of each example fooled the model."""
+    return record["success"][np.arange(len(record["index"])), record["best_restart"]].astype(bool)
+
+
+def manifold_distances(images: torch.Tensor, data: dict[str, np.ndarray], data_path: str, dist_cfg: dict,
+                       local: tuple | None, device: torch.device) -> dict[str, torch.Tensor]:
+    """Distance of images to the manifold: true-manifold projection where `data` has codes, else local linear."""
+    from .distances import distance_to_local_manifold, project_true_manifold
+
+    if local is None:
+        glyphs = torch.from_numpy(read_glyph_bank(data_path)[0]).to(device)
+        dist, codes, _ = project_true_manifold(
+            images, glyphs, torch.from_numpy(data["font"]).to(device), torch.from_numpy(data["labels"]).to(device),
+            torch.from_numpy(data["codes"]).to(device), read_ranges(data_path), steps=dist_cfg["steps"],
+            lr=dist_cfg["lr"], starts=dist_cfg["starts"], seed=dist_cfg["seed"],
+            indices=torch.from_numpy(data["index"]))
+        return {"distance": dist, "codes": codes}
+    pca, train_images, train_feats = local
+    out = distance_to_local_manifold(images, train_images, pca, k=dist_cfg["neighbours"], train_feats=train_feats)
+    return {"distance": out["distance"], "regularized": out["regularized"]}
+
+
+def compute_distances(dataset: str, data_path: str, pgd_path: str, onmanifold_path: str, out: str,
+                      dist_cfg: dict, device_name: str = "auto", threads: int = 1) -> dict:
+    """Distances to the manifold of clean test images, their PGD and their on-manifold adversarial examples."""
+    from .distances import distance_to_perturbation_ratio, fit_pca, pca_features
+
+    device = resolve_device(device_name)
+    configure_torch(threads, device)
+    start = time.perf_counter()
+    keys = ("index", "label", "adversarial", "success", "best_restart", "clean_pred")
+    records = {"pgd": read_record(pgd_path, keys), "onmanifold": read_record(onmanifold_path, keys)}
+    local = None
+    if "codes" not in read_split(data_path, "test", rows=np.array([0])):
+        train = torch.from_numpy(read_split(data_path, "train")["images"]).to(device)
+        pca = fit_pca(train, dim=dist_cfg["pca_dim"])
+        local = (pca, train, pca_features(train, pca))
+    arrays: dict[str, np.ndarray] = {}
+    summary: dict = {"dataset": dataset, "manifold": "true" if local is None else "local linear"}
+    clean_done: dict[int, float] = {}
+    for name, record in records.items():
+        data = read_split(data_path, "test", record["index"])
+        data["index"] = record["index"]
+        clean = torch.from_numpy(data["images"]).to(device)
+        adversarial = torch.from_numpy(record["adversarial"]).to(device)
+        d_adv = manifold_distances(adversarial, data, data_path, dist_cfg, local, device)
+        d_clean = manifold_distances(clean, data, data_path, dist_cfg, local, device)
+        fooled = best_success(record) & (record["clean_pred"] == record["label"])
+        arrays[f"{name}/index"] = record["index"]
+        arrays[f"{name}/success"] = fooled
+        arrays[f"{name}/distance_clean"] = d_clean["distance"].cpu().numpy()
+        arrays[f"{name}/distance_adversarial"] = d_adv["distance"].cpu().numpy()
+        perturbation = (adversarial - clean).flatten(1).norm(dim=1)
+        arrays[f"{name}/perturbation_l2"] = perturbation.cpu().numpy()
+        if "regularized" in d_adv:
+            arrays[f"{name}/regularized"] = d_adv["regularized"].cpu().numpy()
+            summary[f"{name}_n_regularized"] = int(d_adv["regularized"].sum() + d_clean["regularized"].sum())
+        ratio = distance_to_perturbation_ratio(d_adv["distance"], perturbation).cpu().numpy()
+        arrays[f"{name}/distance_to_perturbation"] = ratio
+        summary[f"{name}_n"] = int(fooled.sum())
+        summary[f"{name}_median_distance"] = float(np.median(arrays[f"{name}/distance_adversarial"][fooled])) \
+            if fooled.any() else float("nan")
+        summary[f"{name}_median_distance_to_perturbation"] = float(np.median(ratio[fooled])) \
+            if fooled.any() else float("nan")
+        clean_done.update(zip(record["index"].tolist(), arrays[f"{name}/distance_clean"].tolist()))
+    summary["clean_median_distance"] = float(np.median(list(clean_done.values())))
+    summary["seconds"] = time.perf_counter() - start
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
+        for key, value in arrays.items():
+            h5.create_dataset(key, data=value, compression="gzip", compression_opts=1)
+        for key, value in {**summary, **{f"config.{k}": v for k, v in dist_cfg.items()}}.items():
+            h5.attrs[key] = value
+        h5.attrs["pgd_record"], h5.attrs["onmanifold_record"] = pgd_path, onmanifold_path
+    log.info("distances to the manifold for %s: %s", dataset, summary)
+    return summary
+
+
 def vaegan_settings(vaegan_cfg: dict, dataset: str) -> VAEGANConfig:
     """The VAE-GAN settings of one dataset (beta and epochs are set per dataset in the config)."""
     return VAEGANConfig(latent_dim=vaegan_cfg["latent_dim"], channels=tuple(vaegan_cfg["channels"]),
@@ -326,6 +414,13 @@ def plot_fig1(panels: list[dict], pdf: str, png: str, n_examples: int) -> None:
     from .figures import fig1_examples
 
     fig1_examples(panels, pdf, png, n_examples)
+
+
+def plot_fig2(panels: list[dict], pdf: str, png: str) -> None:
+    """Draw Fig. 2 (distance to the manifold) from the distance files."""
+    from .figures import fig2_manifold_distance
+
+    fig2_manifold_distance(panels, pdf, png)
 
 
 def plot_fig3(table: str, pdf: str, png: str, success_column: str) -> None:

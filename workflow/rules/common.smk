@@ -109,6 +109,23 @@ def reference_classifier(wildcards):
     )
 
 
+def reference_record(attack):
+    """Input function: an attack record of the dataset's reference model."""
+
+    def record(wildcards):
+        return "results/attacks/{dataset}/{mode}/N{n}/seed{seed}/{attack}.h5".format(
+            attack=attack, **reference_run(wildcards.dataset)
+        )
+
+    return record
+
+
+def fig2_panels():
+    return [
+        dict(dataset=d, path=f"results/distances/{d}.h5") for d in config["datasets"]
+    ]
+
+
 def fig1_panels():
     """Per dataset: the data file and the reference model's attack records, as Fig. 1 reads them."""
     panels = []
@@ -148,7 +165,12 @@ def vaegan_quality_files():
 
 
 def all_targets():
-    figures = ["fig1_examples", "fig3_onmanifold_robustness", "fig4_regular_robustness"]
+    figures = [
+        "fig1_examples",
+        "fig2_manifold_distance",
+        "fig3_onmanifold_robustness",
+        "fig4_regular_robustness",
+    ]
     return (
         ["results/tables/metrics.csv"]
         + vaegan_quality_files()

@@ -42,6 +42,26 @@ rule plot_fig1:
         "../scripts/plot_fig1.py"
 
 
+rule plot_fig2:
+    input:
+        [panel["path"] for panel in fig2_panels()],
+    output:
+        pdf=report(
+            "results/figures/fig2_manifold_distance.pdf",
+            caption="../report/fig2.rst",
+            category="Figures",
+        ),
+        png="results/figures/fig2_manifold_distance.png",
+    log:
+        "logs/plot_fig2/fig2.log",
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        panels=fig2_panels(),
+    script:
+        "../scripts/plot_fig2.py"
+
+
 rule plot_fig3:
     input:
         "results/tables/metrics.csv",
@@ -85,6 +105,11 @@ rule plot_fig4:
 rule fig1:
     input:
         figure_files("fig1_examples"),
+
+
+rule fig2:
+    input:
+        figure_files("fig2_manifold_distance"),
 
 
 rule fig3:

@@ -1,0 +1,27 @@
+# Distance to the manifold (Fig. 2): clean test images, their regular and on-manifold adversarial examples, for
+# the reference model of each dataset (normal training, largest N, first seed).
+
+
+rule distances:
+    input:
+        data="results/data/{dataset}.h5",
+        pgd=reference_record("pgd"),
+        onmanifold=reference_record("onmanifold"),
+    output:
+        "results/distances/{dataset}.h5",
+    log:
+        "logs/distances/{dataset}.log",
+    benchmark:
+        "results/benchmarks/distances/{dataset}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: config["distances"]["threads"]
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        gpu=gpu_count,
+    params:
+        distances=config["distances"],
+        device=config["device"],
+    script:
+        "../scripts/distances.py"
