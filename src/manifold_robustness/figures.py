@@ -32,15 +32,25 @@ def save_figure(fig: plt.Figure, pdf: str | os.PathLike, png: str | os.PathLike)
 
 
 def fig4_regular_robustness(df: pd.DataFrame, pdf: str | os.PathLike, png: str | os.PathLike,
-                            success_column: str = "pgd_success", dataset: str = "fonts") -> None:
-    """Fig. 4: left, PGD success rate against test error for every model; right, test error against N."""
+                            success_column: str = "pgd_success", datasets: list[str] | None = None) -> None:
+    """Fig. 4, one row per dataset: left, PGD success rate against test error for every model; right, test
+    error against N, normal vs. adversarial training."""
+    datasets = datasets or sorted(set(df["dataset"]))
+    sns.set_theme(style="whitegrid", context="paper", font_scale=0.9)
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(6.8, 2.6 * len(datasets)), squeeze=False)
+    for (left, right), dataset in zip(axes, datasets):
+        _fig4_row(left, right, df, success_column, dataset)
+    fig.tight_layout()
+    save_figure(fig, pdf, png)
+
+
+def _fig4_row(left: plt.Axes, right: plt.Axes, df: pd.DataFrame, success_column: str, dataset: str) -> None:
+    """Fig. 4 for one dataset."""
     data = df[(df["dataset"] == dataset) & df["mode"].isin(list(MODE_LABELS))].copy()
     if data.empty:
         raise ValueError(f"metrics table has no normal/adversarial rows for dataset '{dataset}'")
     data["training"] = data["mode"].map(MODE_LABELS)
     order = [MODE_LABELS[m] for m in MODE_LABELS if m in set(data["mode"])]
-    sns.set_theme(style="whitegrid", context="paper", font_scale=0.9)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(6.8, 2.6))
     sns.scatterplot(data=data, x="test_error", y=success_column, hue="training", hue_order=order,
                     size="n_train", sizes=(15, 70), style="training", style_order=order, ax=left, alpha=0.85)
     left.set(xlabel="test error", ylabel=SUCCESS_LABELS.get(success_column, success_column), ylim=(-0.03, 1.03),
@@ -55,8 +65,6 @@ def fig4_regular_robustness(df: pd.DataFrame, pdf: str | os.PathLike, png: str |
     right.xaxis.set_major_formatter(FixedFormatter([f"{n:,}" for n in sizes]))
     right.xaxis.set_minor_locator(NullLocator())
     right.legend(fontsize=6, title=None)
-    fig.tight_layout()
-    save_figure(fig, pdf, png)
 
 
 # --- Fig. 1: examples of regular and on-manifold adversarial examples, drawn from the attack records -------------

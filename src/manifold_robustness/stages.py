@@ -400,13 +400,13 @@ def make_table(metrics_paths: list[str], attack_paths: dict[str, list[str]], out
     write_table(metrics_table(rows), out)
 
 
-def plot_fig4(table: str, pdf: str, png: str, success_column: str) -> None:
+def plot_fig4(table: str, pdf: str, png: str, success_column: str, datasets: list[str] | None = None) -> None:
     """Draw Fig. 4 from the metrics table."""
     import pandas as pd
 
     from .figures import fig4_regular_robustness  # matplotlib and seaborn: only figure stages need them
 
-    fig4_regular_robustness(pd.read_csv(table), pdf, png, success_column, dataset="fonts")
+    fig4_regular_robustness(pd.read_csv(table), pdf, png, success_column, datasets)
 
 
 def plot_fig1(panels: list[dict], pdf: str, png: str, n_examples: int) -> None:

@@ -98,6 +98,7 @@ rule plot_fig4:
         "../../envs/torch.yaml"
     params:
         success_column=config["figures"]["success_column"],
+        datasets=config["datasets"],
     script:
         "../scripts/plot_fig4.py"
 
