@@ -246,18 +246,19 @@ def best_success(record: dict[str, np.ndarray]) -> np.ndarray:
     return record["success"][np.arange(len(record["index"])), record["best_restart"]].astype(bool)
 
 
-def manifold_distances(images: torch.Tensor, data: dict[str, np.ndarray], data_path: str, dist_cfg: dict,
-                       local: tuple | None, device: torch.device) -> dict[str, torch.Tensor]:
-    """Distance of images to the manifold: true-manifold projection where `data` has codes, else local linear."""
+def manifold_distances(images: torch.Tensor, data: dict[str, np.ndarray], dist_cfg: dict, true_manifold: tuple | None,
+                       local: tuple | None) -> dict[str, torch.Tensor]:
+    """Distance of images to the manifold: projection onto the true one given (glyphs, ranges), else the local
+    linear approximation given (pca, train images, their PCA features)."""
     from .distances import distance_to_local_manifold, project_true_manifold
 
-    if local is None:
-        glyphs = torch.from_numpy(read_glyph_bank(data_path)[0]).to(device)
+    if true_manifold is not None:
+        glyphs, ranges = true_manifold
+        device = images.device
         dist, codes, _ = project_true_manifold(
             images, glyphs, torch.from_numpy(data["font"]).to(device), torch.from_numpy(data["labels"]).to(device),
-            torch.from_numpy(data["codes"]).to(device), read_ranges(data_path), steps=dist_cfg["steps"],
-            lr=dist_cfg["lr"], starts=dist_cfg["starts"], seed=dist_cfg["seed"],
-            indices=torch.from_numpy(data["index"]))
+            torch.from_numpy(data["codes"]).to(device), ranges, steps=dist_cfg["steps"], lr=dist_cfg["lr"],
+            starts=dist_cfg["starts"], seed=dist_cfg["seed"], indices=torch.from_numpy(data["index"]))
         return {"distance": dist, "codes": codes}
     pca, train_images, train_feats = local
     out = distance_to_local_manifold(images, train_images, pca, k=dist_cfg["neighbours"], train_feats=train_feats)
@@ -274,40 +275,42 @@ def compute_distances(dataset: str, data_path: str, pgd_path: str, onmanifold_pa
     start = time.perf_counter()
     keys = ("index", "label", "adversarial", "success", "best_restart", "clean_pred")
     records = {"pgd": read_record(pgd_path, keys), "onmanifold": read_record(onmanifold_path, keys)}
-    local = None
-    if "codes" not in read_split(data_path, "test", rows=np.array([0])):
+    # Both records attack subsets of the same test images: read and measure each clean image once.
+    union = np.union1d(records["pgd"]["index"], records["onmanifold"]["index"])
+    test = {**read_split(data_path, "test", union), "index": union}
+    true_manifold, local = None, None
+    if "codes" in test:
+        true_manifold = (torch.from_numpy(read_glyph_bank(data_path)[0]).to(device), read_ranges(data_path))
+    else:
         train = torch.from_numpy(read_split(data_path, "train")["images"]).to(device)
         pca = fit_pca(train, dim=dist_cfg["pca_dim"])
         local = (pca, train, pca_features(train, pca))
-    arrays: dict[str, np.ndarray] = {}
-    summary: dict = {"dataset": dataset, "manifold": "true" if local is None else "local linear"}
-    clean_done: dict[int, float] = {}
+    clean = torch.from_numpy(test["images"]).to(device)
+    d_clean = manifold_distances(clean, test, dist_cfg, true_manifold, local)
+    arrays: dict[str, np.ndarray] = {"clean/index": union, "clean/distance": d_clean["distance"].cpu().numpy()}
+    summary: dict = {"dataset": dataset, "manifold": "true" if local is None else "local linear",
+                     "clean_median_distance": float(np.median(arrays["clean/distance"]))}
+    if "regularized" in d_clean:
+        summary["clean_n_regularized"] = int(d_clean["regularized"].sum())
     for name, record in records.items():
-        data = read_split(data_path, "test", record["index"])
-        data["index"] = record["index"]
-        clean = torch.from_numpy(data["images"]).to(device)
+        rows = np.searchsorted(union, record["index"])
         adversarial = torch.from_numpy(record["adversarial"]).to(device)
-        d_adv = manifold_distances(adversarial, data, data_path, dist_cfg, local, device)
-        d_clean = manifold_distances(clean, data, data_path, dist_cfg, local, device)
+        d_adv = manifold_distances(adversarial, {k: v[rows] for k, v in test.items()}, dist_cfg, true_manifold, local)
         fooled = best_success(record) & (record["clean_pred"] == record["label"])
-        arrays[f"{name}/index"] = record["index"]
-        arrays[f"{name}/success"] = fooled
-        arrays[f"{name}/distance_clean"] = d_clean["distance"].cpu().numpy()
-        arrays[f"{name}/distance_adversarial"] = d_adv["distance"].cpu().numpy()
-        perturbation = (adversarial - clean).flatten(1).norm(dim=1)
-        arrays[f"{name}/perturbation_l2"] = perturbation.cpu().numpy()
+        perturbation = (adversarial - clean[torch.from_numpy(rows).to(device)]).flatten(1).norm(dim=1)
+        ratio = distance_to_perturbation_ratio(d_adv["distance"], perturbation).cpu().numpy()
+        arrays.update({f"{name}/index": record["index"], f"{name}/success": fooled,
+                       f"{name}/distance_clean": arrays["clean/distance"][rows],
+                       f"{name}/distance_adversarial": d_adv["distance"].cpu().numpy(),
+                       f"{name}/perturbation_l2": perturbation.cpu().numpy(),
+                       f"{name}/distance_to_perturbation": ratio})
         if "regularized" in d_adv:
             arrays[f"{name}/regularized"] = d_adv["regularized"].cpu().numpy()
-            summary[f"{name}_n_regularized"] = int(d_adv["regularized"].sum() + d_clean["regularized"].sum())
-        ratio = distance_to_perturbation_ratio(d_adv["distance"], perturbation).cpu().numpy()
-        arrays[f"{name}/distance_to_perturbation"] = ratio
+            summary[f"{name}_n_regularized"] = int(d_adv["regularized"].sum())
         summary[f"{name}_n"] = int(fooled.sum())
-        summary[f"{name}_median_distance"] = float(np.median(arrays[f"{name}/distance_adversarial"][fooled])) \
-            if fooled.any() else float("nan")
-        summary[f"{name}_median_distance_to_perturbation"] = float(np.median(ratio[fooled])) \
-            if fooled.any() else float("nan")
-        clean_done.update(zip(record["index"].tolist(), arrays[f"{name}/distance_clean"].tolist()))
-    summary["clean_median_distance"] = float(np.median(list(clean_done.values())))
+        for key, values in (("median_distance", arrays[f"{name}/distance_adversarial"]),
+                            ("median_distance_to_perturbation", ratio)):
+            summary[f"{name}_{key}"] = float(np.median(values[fooled])) if fooled.any() else float("nan")
     summary["seconds"] = time.perf_counter() - start
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
         for key, value in arrays.items():
