@@ -59,19 +59,31 @@ def save_attack(path: str | os.PathLike, result: AttackResult, indices: np.ndarr
     return rates
 
 
+def read_record(path: str | os.PathLike, keys: tuple[str, ...] = REQUIRED) -> dict[str, np.ndarray]:
+    """The arrays `keys` of one record (plus its attributes under "attrs"), or an error naming the file and fix."""
+    try:
+        with h5py.File(path, "r") as h5:
+            missing = [k for k in keys if k not in h5]
+            if missing:
+                raise KeyError(f"missing datasets {missing}")
+            record = {key: h5[key][()] for key in keys}
+            record["attrs"] = dict(h5.attrs)
+    except (OSError, KeyError) as err:
+        raise RuntimeError(f"attack record {path} is incomplete or corrupt ({err}); delete it and rerun") from err
+    return record
+
+
+def best_restart_success(record: dict[str, np.ndarray]) -> np.ndarray:
+    """Per example, whether the kept (best) restart fooled the model."""
+    return record["success"][np.arange(len(record["index"])), record["best_restart"]].astype(bool)
+
+
 def load_success_rates(path: str | os.PathLike) -> dict[str, float | str]:
     """Recompute both success rates from the per-example arrays (not from cached attributes); on-manifold
     records add which manifold they attacked."""
-    try:
-        with h5py.File(path, "r") as h5:
-            missing = [k for k in REQUIRED if k not in h5]
-            if missing:
-                raise KeyError(f"missing datasets {missing}")
-            success, label, clean_pred = h5["success"][()], h5["label"][()], h5["clean_pred"][()]
-            manifold = h5.attrs.get("config.manifold")
-    except (OSError, KeyError) as err:
-        raise RuntimeError(f"attack record {path} is incomplete or corrupt ({err}); delete it and rerun") from err
-    rates: dict[str, float | str] = dict(success_rates(success, clean_pred == label))
+    record = read_record(path)
+    rates: dict[str, float | str] = dict(success_rates(record["success"], record["clean_pred"] == record["label"]))
+    manifold = record["attrs"].get("config.manifold")
     if manifold is not None:
         rates["manifold"] = str(manifold)
     return rates

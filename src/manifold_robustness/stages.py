@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .attack_io import save_attack
+from .attack_io import best_restart_success, read_record, save_attack
 from .attacks import Adversary, AttackConfig, pgd, pgd_adversary
 from .data import (FontsSpec, evaluation_subset, make_fonts, read_glyph_bank, read_labels, read_ranges, read_split,
                    split_size, training_subset, write_dataset)
@@ -232,20 +232,6 @@ def attack_onmanifold(data_path: str, model_path: str, out: str, manifold: str, 
     return rates
 
 
-def read_record(path: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Arrays of one attack record, with a clear error when it is incomplete."""
-    try:
-        with h5py.File(path, "r") as h5:
-            return {key: h5[key][()] for key in keys}
-    except (OSError, KeyError) as err:
-        raise RuntimeError(f"attack record {path} is incomplete or corrupt ({err}); delete it and rerun") from err
-
-
-def best_success(record: dict[str, np.ndarray]) -> np.ndarray:
-    """Whether the kept (best) restart of each example fooled the model."""
-    return record["success"][np.arange(len(record["index"])), record["best_restart"]].astype(bool)
-
-
 def manifold_distances(images: torch.Tensor, data: dict[str, np.ndarray], dist_cfg: dict, true_manifold: tuple | None,
                        local: tuple | None) -> dict[str, torch.Tensor]:
     """Distance of images to the manifold: projection onto the true one given (glyphs, ranges), else the local
@@ -296,7 +282,7 @@ def compute_distances(dataset: str, data_path: str, pgd_path: str, onmanifold_pa
         rows = np.searchsorted(union, record["index"])
         adversarial = torch.from_numpy(record["adversarial"]).to(device)
         d_adv = manifold_distances(adversarial, {k: v[rows] for k, v in test.items()}, dist_cfg, true_manifold, local)
-        fooled = best_success(record) & (record["clean_pred"] == record["label"])
+        fooled = best_restart_success(record) & (record["clean_pred"] == record["label"])
         perturbation = (adversarial - clean[torch.from_numpy(rows).to(device)]).flatten(1).norm(dim=1)
         ratio = distance_to_perturbation_ratio(d_adv["distance"], perturbation).cpu().numpy()
         arrays.update({f"{name}/index": record["index"], f"{name}/success": fooled,
