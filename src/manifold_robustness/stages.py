@@ -419,3 +419,17 @@ def plot_fig3(table: str, pdf: str, png: str, success_column: str) -> None:
     from .figures import fig3_onmanifold_robustness
 
     fig3_onmanifold_robustness(pd.read_csv(table), pdf, png, success_column)
+
+
+def report_claims(table: str, distances: dict[str, dict[int, str]], cfg: dict, json_path: str, md_path: str) -> dict:
+    """Judge the paper's four claims per dataset and write claims.json and claims.md."""
+    import pandas as pd
+
+    from .claims import judge, write_claims
+
+    checks = judge(pd.read_csv(table), {d: {int(s): p for s, p in f.items()} for d, f in distances.items()}, cfg,
+                   source=str(table))
+    doc = write_claims(checks, cfg, json_path, md_path)
+    for claim in doc["claims"]:
+        logging.info("claim %d (%s): %s", claim["id"], claim["title"], claim["verdicts"])
+    return doc

@@ -25,3 +25,17 @@ rule distances:
         device=config["device"],
     script:
         "../scripts/distances.py"
+
+
+# The same measurement for the other seeds' normal models with the largest N: claim 1's interval over seeds.
+use rule distances as distances_seed with:
+    input:
+        data="results/data/{dataset}.h5",
+        pgd=reference_record("pgd"),
+        onmanifold=reference_record("onmanifold"),
+    output:
+        "results/distances/{dataset}/seed{seed}.h5",
+    log:
+        "logs/distances/{dataset}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/distances/{dataset}/seed{seed}.tsv"

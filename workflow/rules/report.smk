@@ -1,0 +1,26 @@
+# The verdict on the paper's four claims: statistics per dataset with intervals over seeds, thresholds from config.
+
+
+rule claims:
+    input:
+        table="results/tables/metrics.csv",
+        distances=[p for seeds in claims_distances().values() for p in seeds.values()],
+    output:
+        md=report(
+            "results/report/claims.md",
+            caption="../report/claims.rst",
+            category="Claims",
+        ),
+        json="results/report/claims.json",
+    log:
+        "logs/claims/claims.log",
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        distances=claims_distances(),
+        config={
+            key: config[key]
+            for key in ("scale", "datasets", "claims", "figures", "classifiers")
+        },
+    script:
+        "../scripts/claims.py"
