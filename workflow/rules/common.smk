@@ -4,6 +4,20 @@ from snakemake.utils import validate
 validate(config, schema="../../config/schema.yaml")
 
 
+def canonical(value):
+    """Dicts with sorted keys, recursively: a rule's params then compare equal however the config file orders
+    its keys, so reordering a config file reruns nothing."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
+for _section in list(config):
+    config[_section] = canonical(config[_section])
+
+
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
     mode="normal|adversarial|onmanifold_true|onmanifold_learned|transformation",
@@ -110,11 +124,14 @@ def reference_classifier(wildcards):
 
 
 def reference_record(attack):
-    """Input function: an attack record of the dataset's reference model."""
+    """Input function: an attack record of the dataset's reference model, or of its run with another seed."""
 
     def record(wildcards):
+        run = reference_run(wildcards.dataset)
+        if hasattr(wildcards, "seed"):
+            run["seed"] = wildcards.seed
         return "results/attacks/{dataset}/{mode}/N{n}/seed{seed}/{attack}.h5".format(
-            attack=attack, **reference_run(wildcards.dataset)
+            attack=attack, **run
         )
 
     return record
@@ -152,6 +169,41 @@ def fig1_inputs(wildcards):
     ]
 
 
+# The tables a figure reads, and the attack records each joins: a figure pulls in only the attacks it plots.
+TABLE_ATTACKS = {
+    "metrics": ("pgd", "onmanifold", "onmanifold_learned"),
+    "fig3_onmanifold": ("onmanifold", "onmanifold_learned"),
+    "fig4_regular": ("pgd",),
+}
+
+
+def table_inputs(wildcards):
+    """Every model's metrics.json and, per attack the table joins, one record per model in the same order."""
+    records = {
+        "pgd": per_run(f"results/attacks/{RUN}/pgd.h5"),
+        "onmanifold": per_run(f"results/attacks/{RUN}/onmanifold.h5"),
+        "onmanifold_learned": learned_records(),
+    }
+    inputs = {"metrics": per_run(f"results/classifiers/{RUN}/metrics.json")}
+    inputs.update({a: records[a] for a in TABLE_ATTACKS[wildcards.table]})
+    return inputs
+
+
+def seed_distances(dataset, seed):
+    """The distances file of the normal model with the largest N and `seed`; the reference seed's is Fig. 2's."""
+    if seed == reference_run(dataset)["seed"]:
+        return f"results/distances/{dataset}.h5"
+    return f"results/distances/{dataset}/seed{seed}.h5"
+
+
+def claims_distances():
+    """Per dataset and seed, the distances file claim 1 is judged on."""
+    return {
+        d: {s: seed_distances(d, s) for s in config["classifiers"]["seeds"]}
+        for d in config["datasets"]
+    }
+
+
 def figure_files(name):
     return expand("results/figures/{name}.{ext}", name=name, ext=["pdf", "png"])
 
@@ -172,7 +224,7 @@ def all_targets():
         "fig4_regular_robustness",
     ]
     return (
-        ["results/tables/metrics.csv"]
+        ["results/tables/metrics.csv", "results/report/claims.md"]
         + vaegan_quality_files()
         + [f for name in figures for f in figure_files(name)]
     )

@@ -1,20 +1,19 @@
-# Tables and figures: every point plotted comes from results/tables/metrics.csv or an attack record it names.
+# Tables and figures: every point plotted comes from a table below or an attack record it names.
 
 
 rule metrics_table:
     input:
-        metrics=per_run(f"results/classifiers/{RUN}/metrics.json"),
-        pgd=per_run(f"results/attacks/{RUN}/pgd.h5"),
-        onmanifold=per_run(f"results/attacks/{RUN}/onmanifold.h5"),
-        onmanifold_learned=learned_records(),
+        unpack(table_inputs),
     output:
         report(
-            "results/tables/metrics.csv",
+            "results/tables/{table}.csv",
             caption="../report/metrics.rst",
             category="Tables",
         ),
     log:
-        "logs/metrics_table/metrics_table.log",
+        "logs/metrics_table/{table}.log",
+    wildcard_constraints:
+        table="|".join(TABLE_ATTACKS),
     conda:
         "../../envs/torch.yaml"
     script:
@@ -64,7 +63,7 @@ rule plot_fig2:
 
 rule plot_fig3:
     input:
-        "results/tables/metrics.csv",
+        "results/tables/fig3_onmanifold.csv",
     output:
         pdf=report(
             "results/figures/fig3_onmanifold_robustness.pdf",
@@ -84,7 +83,7 @@ rule plot_fig3:
 
 rule plot_fig4:
     input:
-        "results/tables/metrics.csv",
+        "results/tables/fig4_regular.csv",
     output:
         pdf=report(
             "results/figures/fig4_regular_robustness.pdf",

@@ -1,7 +1,8 @@
-"""Snakemake adapter: join every classifier's metrics and attack records into metrics.csv."""
+"""Snakemake adapter: join every classifier's metrics with the attack records a table asks for into one CSV."""
 
 from manifold_robustness.stages import log_to, make_table
+from manifold_robustness.tables import ATTACKS
 
 log_to(snakemake.log[0])
-attacks = {name: list(snakemake.input[name]) for name in ("pgd", "onmanifold", "onmanifold_learned")}
+attacks = {name: list(snakemake.input[name]) for name in ATTACKS if name in snakemake.input.keys()}
 make_table(list(snakemake.input.metrics), attacks, snakemake.output[0])
