@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import signal
 import subprocess
-import zipfile
 import sys
+import time
+import zipfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import torch
 import yaml
 
 from manifold_robustness.data import read_ranges
+from manifold_robustness.models import load_classifier
 from manifold_robustness.tables import COLUMNS
 from manifold_robustness.training import MODES
 
@@ -123,6 +130,129 @@ def test_fig4_target_redraws_only_the_figure(finished_run: Path) -> None:
     for upstream in ("train_classifier", "train_vaegan", "attack_pgd", "attack_onmanifold"):
         assert upstream not in out
     assert (finished_run / "results/figures/fig4_regular_robustness.pdf").exists()
+
+
+def job_counts(out: str) -> dict[str, int]:
+    """Planned jobs per rule, from the "Job stats" table snakemake prints."""
+    table = out.split("Job stats:", 1)[1].split("\n\n", 1)[0] if "Job stats:" in out else ""
+    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)
+            if rule != "total"}
+
+
+def test_claims_report_judges_every_claim(finished_run: Path) -> None:
+    """claims.json holds a verdict for every claim on FONTS (run) and says the other datasets were not run."""
+    doc = json.loads((finished_run / "results/report/claims.json").read_text())
+    assert doc["scale"] == "test" and "test scale" in doc["scale_note"]
+    assert [c["id"] for c in doc["claims"]] == [1, 2, 3, 4]
+    for claim in doc["claims"]:
+        assert claim["verdicts"]["fonts"] in ("PASS", "FAIL", "INCONCLUSIVE"), claim
+        assert claim["verdicts"]["emnist"] == claim["verdicts"]["fashion"] == "NOT RUN"
+        for check in (c for c in claim["checks"] if c["dataset"] == "fonts"):
+            assert check["threshold"] is not None and check["sources"]
+    ratio = next(c for c in doc["claims"][0]["checks"] if c["dataset"] == "fonts")
+    assert ratio["verdict"] == "PASS" and ratio["mean"] > 10  # regular examples far off, on-manifold ones on it
+    md = (finished_run / "results/report/claims.md").read_text()
+    assert md.count("## Claim") == 4 and "| fonts |" in md
+
+
+def test_html_report_builds(finished_run: Path) -> None:
+    proc = snakemake(finished_run, "--report", "results/report.html")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    html = (finished_run / "results/report.html").read_text(errors="replace")
+    for name in ("fig1_examples", "fig2_manifold_distance", "fig3_onmanifold_robustness", "fig4_regular_robustness",
+                 "metrics.csv", "claims.md", "vaegan_samples_fonts"):
+        assert name in html, name
+
+
+def test_a_single_figure_plans_only_what_it_plots(tmp_path: Path) -> None:
+    """From scratch, fig3 needs models and on-manifold attacks, but no PGD, distances, other figures or claims."""
+    proc = snakemake(tmp_path, "fig3", "--dry-run")
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert proc.returncode == 0 and counts["plot_fig3"] == 1 and counts["train_classifier"] == 10
+    assert counts["attack_onmanifold"] == 10 and counts["metrics_table"] == 1
+    for rule in ("attack_pgd", "distances", "plot_fig1", "plot_fig2", "plot_fig4", "claims", "vaegan_quality"):
+        assert rule not in counts, rule
+
+
+def test_plot_parameter_redraws_only_the_figure(finished_run: Path, tmp_path: Path) -> None:
+    cfg = tiny_config()
+    cfg["figures"] = {**cfg["figures"], "onmanifold_success_column": "onmanifold_success_any"}
+    changed = write_config(tmp_path / "plot.yaml", cfg)
+    figure = finished_run / "results/figures/fig3_onmanifold_robustness.png"
+    before = figure.read_bytes()
+    try:
+        proc = snakemake(finished_run, "fig3", config=changed)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-3000:]
+        assert job_counts(out) == {"plot_fig3": 1, "fig3": 1}
+        assert figure.read_bytes() != before
+    finally:  # draw it back with the tiny config, for the tests that follow
+        assert snakemake(finished_run, "fig3").returncode == 0
+
+
+def test_attack_parameter_reruns_attacks_not_training(finished_run: Path, tmp_path: Path) -> None:
+    cfg = tiny_config()
+    cfg["pgd"] = {**cfg["pgd"], "steps": 7}
+    proc = snakemake(finished_run, "--dry-run", config=write_config(tmp_path / "attack.yaml", cfg))
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert proc.returncode == 0 and counts["attack_pgd"] == 10
+    for rule in ("train_classifier", "train_vaegan", "attack_onmanifold", "attack_onmanifold_learned", "fonts_data"):
+        assert rule not in counts, rule
+    assert {"metrics_table", "plot_fig4", "distances", "claims"} <= set(counts)
+
+
+def interrupt(proc: subprocess.Popen, how: str) -> None:
+    """Ctrl-C: SIGINT to snakemake's process group, as a terminal sends it; job-sigkill: SIGKILL to every job
+    process snakemake started (as the OOM killer or a node failure would), snakemake itself left running."""
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+
+
+def assert_records_whole(workdir: Path) -> None:
+    for record in (workdir / "results/attacks").rglob("*.h5"):
+        with h5py.File(record) as h5:
+            assert h5["success"].shape[0] == h5["index"].shape[0] == h5["adversarial"].shape[0] > 0, record
+
+
+@pytest.mark.parametrize("how", ["job-sigkill", "ctrl-c"])
+def test_an_interrupted_run_resumes_with_plain_snakemake(finished_run: Path, tmp_path: Path, how: str) -> None:
+    """Interrupt a run while an attack record is being written; the next plain `snakemake` finishes the run, and
+    every record and model reads back whole."""
+    workdir = tmp_path / "run"
+    shutil.copytree(finished_run, workdir, symlinks=True)
+    attacks = sorted((workdir / "results/attacks").glob("*/*/*/*"))
+    caught = None
+    for _ in range(5):
+        # The state of a run that got as far as training and the on-manifold attacks: PGD and all after it to do.
+        for done in [*(workdir / "results/attacks").rglob("pgd.h5"), *(workdir / "results").glob("*/*.csv")]:
+            done.unlink()
+        for later in ("distances", "figures", "report"):
+            shutil.rmtree(workdir / "results" / later, ignore_errors=True)
+        cmd = [str(SNAKEMAKE), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile", str(TINY),
+               "--cores", "2"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        while proc.poll() is None and caught is None:
+            caught = next((p for d in attacks for p in d.glob(".pgd.h5.*.tmp")), None)
+            time.sleep(0.001)
+        if caught is not None:
+            interrupt(proc, how)
+            assert proc.wait(timeout=120) != 0
+            break
+        proc.wait(timeout=600)
+    assert caught is not None, "no attack record was caught mid-write in 5 runs"
+    assert_records_whole(workdir)  # right after the interruption: what carries an artifact's name is complete
+    proc = snakemake(workdir, "--show-failed-logs")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "Nothing to be done" in snakemake(workdir, "--dry-run").stdout
+    assert_records_whole(workdir)
+    assert len(list((workdir / "results/attacks").rglob("pgd.h5"))) == 10
+    for model in (workdir / "results/classifiers").rglob("model.pt"):
+        load_classifier(model)
+    df = pd.read_csv(workdir / "results/tables/metrics.csv")
+    assert df["pgd_success"].notna().all() and len(df) == 10
 
 
 def tiny_config() -> dict:
