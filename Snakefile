@@ -18,6 +18,21 @@ include: "workflow/rules/classifiers.smk"
 include: "workflow/rules/attacks.smk"
 include: "workflow/rules/distances.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/report.smk"
+
+
+localrules:
+    metrics_table,
+    claims,
+    plot_fig1,
+    plot_fig2,
+    plot_fig3,
+    plot_fig4,
+    fig1,
+    fig2,
+    fig3,
+    fig4,
+    all,
 
 
 rule all:
