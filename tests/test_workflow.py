@@ -239,10 +239,11 @@ def test_an_interrupted_run_resumes_with_plain_snakemake(finished_run: Path, tmp
             time.sleep(0.001)
         if caught is not None:
             interrupt(proc, how)
-            assert proc.wait(timeout=120) != 0
-            break
+            if proc.wait(timeout=120) != 0:
+                break  # interrupted; a zero exit means the write and the run ended before the signal: try again
+            caught = None
         proc.wait(timeout=600)
-    assert caught is not None, "no attack record was caught mid-write in 5 runs"
+    assert caught is not None, "no run was interrupted while writing an attack record in 5 tries"
     assert_records_whole(workdir)  # right after the interruption: what carries an artifact's name is complete
     proc = snakemake(workdir, "--show-failed-logs")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
