@@ -417,7 +417,7 @@ def claims_markdown(doc: dict, checks: Sequence[Check]) -> str:
              f"seeds; the verdict compares the {'mean' if c['decide_on'] == 'mean' else 'whole interval'} with the "
              "threshold (config `claims`).", ""]
     not_run = sorted({ch.dataset: ch.reason for ch in checks if ch.dataset not in doc["datasets_run"]}.items())
-    lines += [f"Not run: {d} ({reason})." for d, reason in not_run] + ([""] if not_run else [])
+    lines += [f"Not run: {d}: {reason}." for d, reason in not_run] + ([""] if not_run else [])
     for claim in doc["claims"]:
         verdicts = ", ".join(f"{d}: **{v}**" for d, v in claim["verdicts"].items())
         lines += [f"## Claim {claim['id']}: {claim['title']} ({claim['figure']})", "",
