@@ -28,11 +28,8 @@ rule distances:
 
 
 # The same measurement for the other seeds' normal models with the largest N: claim 1's interval over seeds.
+# Its input functions read the {seed} wildcard where there is one.
 use rule distances as distances_seed with:
-    input:
-        data="results/data/{dataset}.h5",
-        pgd=reference_record("pgd"),
-        onmanifold=reference_record("onmanifold"),
     output:
         "results/distances/{dataset}/seed{seed}.h5",
     log:
