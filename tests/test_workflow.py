@@ -233,7 +233,10 @@ def test_an_interrupted_run_resumes_with_plain_snakemake(finished_run: Path, tmp
             shutil.rmtree(workdir / "results" / later, ignore_errors=True)
         cmd = [str(SNAKEMAKE), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile", str(TINY),
                "--cores", "2"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        # A shell runs background commands with SIGINT ignored, and children inherit that: give snakemake the
+        # default disposition a terminal's Ctrl-C meets.
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         while proc.poll() is None and caught is None:
             caught = next((p for d in attacks for p in d.glob(".pgd.h5.*.tmp")), None)
             time.sleep(0.001)
