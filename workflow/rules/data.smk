@@ -7,6 +7,8 @@ rule fetch_fonts:
         directory("resources/fonts/archive"),
     log:
         "logs/fetch_fonts/fetch_fonts.log",
+    benchmark:
+        "results/benchmarks/fetch_fonts/fetch_fonts.tsv"
     conda:
         "../../envs/torch.yaml"
     params:

@@ -12,6 +12,8 @@ rule metrics_table:
         ),
     log:
         "logs/metrics_table/{table}.log",
+    benchmark:
+        "results/benchmarks/metrics_table/{table}.tsv"
     wildcard_constraints:
         table="|".join(TABLE_ATTACKS),
     conda:
@@ -32,6 +34,8 @@ rule plot_fig1:
         png="results/figures/fig1_examples.png",
     log:
         "logs/plot_fig1/fig1.log",
+    benchmark:
+        "results/benchmarks/plot_fig1/fig1.tsv"
     conda:
         "../../envs/torch.yaml"
     params:
@@ -53,6 +57,8 @@ rule plot_fig2:
         png="results/figures/fig2_manifold_distance.png",
     log:
         "logs/plot_fig2/fig2.log",
+    benchmark:
+        "results/benchmarks/plot_fig2/fig2.tsv"
     conda:
         "../../envs/torch.yaml"
     params:
@@ -73,6 +79,8 @@ rule plot_fig3:
         png="results/figures/fig3_onmanifold_robustness.png",
     log:
         "logs/plot_fig3/fig3.log",
+    benchmark:
+        "results/benchmarks/plot_fig3/fig3.tsv"
     conda:
         "../../envs/torch.yaml"
     params:
@@ -93,6 +101,8 @@ rule plot_fig4:
         png="results/figures/fig4_regular_robustness.png",
     log:
         "logs/plot_fig4/fig4.log",
+    benchmark:
+        "results/benchmarks/plot_fig4/fig4.tsv"
     conda:
         "../../envs/torch.yaml"
     params:

@@ -14,6 +14,8 @@ rule claims:
         json="results/report/claims.json",
     log:
         "logs/claims/claims.log",
+    benchmark:
+        "results/benchmarks/claims/claims.tsv"
     conda:
         "../../envs/torch.yaml"
     params:

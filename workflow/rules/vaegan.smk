@@ -40,6 +40,8 @@ rule vaegan_quality:
         ),
     log:
         "logs/vaegan_quality/{dataset}.log",
+    benchmark:
+        "results/benchmarks/vaegan_quality/{dataset}.tsv"
     conda:
         "../../envs/torch.yaml"
     params:
