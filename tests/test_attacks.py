@@ -275,8 +275,10 @@ def test_early_stopped_successes_are_misclassified(trained_model, attack_set, op
     assert torch.equal(logits.argmax(1).view_as(s), result.pred)
     recomputed = F.cross_entropy(logits, labels.flatten(), reduction="none").view_as(s)
     torch.testing.assert_close(result.loss, recomputed, atol=1e-4, rtol=1e-4)
-    # Clean-misclassified examples succeed at step 0.
-    assert (result.steps_to_success[~result.correct] == 0).all()
+    # With eps = 0 every start is the clean image: clean-misclassified examples succeed at step 0, no other does.
+    zero = pgd(trained_model, x, y, config(eps=0.0, restarts=1, steps=steps, optimizer=optimizer), indices=index)
+    assert (~zero.correct).any()
+    assert (zero.steps_to_success[~zero.correct] == 0).all() and (zero.steps_to_success[zero.correct] == -1).all()
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)

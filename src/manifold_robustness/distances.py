@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from .attacks import restart_noise
+from .device import Adam
 from .transformer import TransformRanges, decode
 
 # Ridge strength, relative to the largest eigenvalue of the neighbours' Gram matrix, used when it is (near) singular:
@@ -49,7 +50,7 @@ def _project_batch(images: torch.Tensor, glyphs: torch.Tensor, font: torch.Tenso
     font_s, label_s = font.repeat(s), label.repeat(s)
     codes = starts.reshape(s * b, 6).clone().requires_grad_(True)
     # Per-example losses are summed: Adam is per coordinate, so the examples do not interact.
-    optimizer = torch.optim.Adam([codes], lr=lr)
+    optimizer = Adam([codes], lr=lr)
     best = torch.full((s * b,), float("inf"), device=images.device, dtype=images.dtype)
     best_codes = codes.detach().clone()
     for step in range(steps + 1):
@@ -61,7 +62,7 @@ def _project_batch(images: torch.Tensor, glyphs: torch.Tensor, font: torch.Tenso
             best_codes = torch.where(better[:, None], codes, best_codes)
         if step == steps:
             break
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         # The squared norm has the same minimizers as the norm and a gradient that is smooth at 0.
         sq.sum().backward()
         optimizer.step()

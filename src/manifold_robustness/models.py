@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .device import fast_layout
 from .io import atomic_path
 
 
@@ -62,7 +63,7 @@ def build_classifier(cfg: ClassifierConfig = ClassifierConfig()) -> Classifier:
 
 def save_classifier(model: Classifier, path: str | os.PathLike, cfg: ClassifierConfig = ClassifierConfig()) -> None:
     """Save the state dict and the model arguments (no pickled code), atomically."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         torch.save({"state_dict": state, "model_args": asdict(cfg)}, tmp)
 
@@ -75,6 +76,6 @@ def load_classifier(path: str | os.PathLike, device: torch.device | str = "cpu")
         raise RuntimeError(f"cannot load classifier {path} ({err}); delete it and rerun its training rule") from err
     args = dict(ckpt["model_args"])
     args["channels"] = tuple(args["channels"])
-    model = Classifier(ClassifierConfig(**args)).to(device)
+    model = fast_layout(Classifier(ClassifierConfig(**args)).to(device), device)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()

@@ -18,7 +18,9 @@ import torch
 from torch import nn
 
 from .attacks import Adversary, AttackConfig, AttackResult, box_attack
+from .device import fast_layout
 from .transformer import IDENTITY_CODE, TransformRanges, decode as render, transform
+from .vaegan import folded_decoder, model_device
 
 MANIFOLDS = ("true", "learned")
 
@@ -32,25 +34,30 @@ def clipped_box(center: torch.Tensor, eps: float, low: torch.Tensor,
 
 
 class ClassDecoders(nn.Module):
-    """The decoders (and encoders) of class-specific VAE-GANs, applied to each example by its label."""
+    """The decoders (and encoders) of class-specific VAE-GANs, applied to each example by its label.
+
+    Frozen and in eval mode: attacks need gradients w.r.t. latents only. Decoding runs through copies of the
+    decoders with their batch norms folded in (`folded_decoder`), which give the same images, faster.
+    """
 
     def __init__(self, models: Sequence[nn.Module]):
         super().__init__()
         self.models = nn.ModuleList(models)
-        self.requires_grad_(False)  # attacks need gradients w.r.t. latents only
+        self.requires_grad_(False)
         self.eval()
+        self.decoders = nn.ModuleList(fast_layout(folded_decoder(m.decoder), model_device(m)) for m in models)
 
     @property
     def bound(self) -> float:
         """Half-width of the latent box [-bound, bound]^d the VAE-GANs sample from."""
         return float(self.models[0].cfg.truncation)
 
-    def _per_class(self, fn: Callable[[nn.Module, torch.Tensor], torch.Tensor], inputs: torch.Tensor,
+    def _per_class(self, fn: Callable[[int, torch.Tensor], torch.Tensor], inputs: torch.Tensor,
                    labels: torch.Tensor) -> torch.Tensor:
         parts, order = [], []
         for c in labels.unique().tolist():
             rows = (labels == c).nonzero().squeeze(1)
-            parts.append(fn(self.models[c], inputs[rows]))
+            parts.append(fn(c, inputs[rows]))
             order.append(rows)
         out = torch.cat(parts)
         # Scatter back to input order through an index (differentiable), not an in-place assignment.
@@ -58,12 +65,12 @@ class ClassDecoders(nn.Module):
 
     def decode(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Images decoded from latents `z` by the VAE-GAN of each example's class."""
-        return self._per_class(lambda m, x: m.decode(x), z, labels)
+        return self._per_class(lambda c, x: self.decoders[c](x), z, labels)
 
     @torch.no_grad()
     def encode_mean(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         """Encoder means of images under the VAE-GAN of their class."""
-        return torch.cat([self._per_class(lambda m, x: m.encode(x)[0], images[i:i + batch_size],
+        return torch.cat([self._per_class(lambda c, x: self.models[c].encode(x)[0], images[i:i + batch_size],
                                           labels[i:i + batch_size]) for i in range(0, len(images), batch_size)])
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .attacks import Adversary, AttackConfig, pgd_adversary, training_config
+from .device import Adam, fast_layout
 from .models import ClassifierConfig, build_classifier
 
 MODES = ("normal", "adversarial", "onmanifold_true", "onmanifold_learned", "transformation")
@@ -90,15 +91,14 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfi
     if cfg.mode != "normal" and adversary is None:
         raise ValueError(f"training mode '{cfg.mode}' needs an adversary that makes its examples")
     torch.manual_seed(cfg.seed)
-    model = build_classifier(model_cfg).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model = fast_layout(build_classifier(model_cfg).to(device), device)
+    optimizer = Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     shuffle = torch.Generator().manual_seed(cfg.seed)
     n = len(images)
     history: list[dict] = []
     bar = tqdm(range(cfg.epochs), desc=f"train {cfg.mode} N={n}", disable=not progress, mininterval=5)
     for epoch in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(epoch, cfg)
+        optimizer.lr = learning_rate(epoch, cfg)
         start, total, count = time.perf_counter(), 0.0, 0
         model.train()
         for batch in torch.randperm(n, generator=shuffle).to(device).split(cfg.batch_size):
@@ -106,7 +106,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfi
             if cfg.mode != "normal":
                 x = adversarial_batch(model, x, y, batch, cfg, epoch, adversary)
             loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total, count = total + float(loss.detach()) * len(y), count + len(y)

@@ -16,6 +16,7 @@ binary cross-entropy of real images against those fakes. Both use Adam, with sep
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -29,8 +30,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from tqdm import tqdm
 
+from .device import Adam, fast_layout
 from .io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -159,6 +162,36 @@ class Decoder(nn.Module):
         return self.net(self.fc(z).view(len(z), ch, size, size))
 
 
+def folded_decoder(decoder: Decoder) -> Decoder:
+    """A frozen eval-mode copy of `decoder` with every batch norm folded into the layer before it.
+
+    In eval mode a batch norm is a fixed affine map per channel, so it merges into the weights and bias of the
+    preceding transposed convolution (torch.nn.utils.fusion) or, for the first one, of the linear layer whose
+    output it normalizes channel by channel. The copy decodes the same images to float rounding with two fewer
+    passes over the activations per layer, forward and backward: attacks through the decoders, which dominate
+    the learned-manifold stages, run about 1.2x faster on the CPU (benchmarks/speed.py).
+    """
+    folded = copy.deepcopy(decoder).eval().requires_grad_(False)
+    layers = list(folded.net)
+    kept: list[nn.Module] = []
+    channels, size = folded.start
+    for layer in layers:
+        if not isinstance(layer, nn.BatchNorm2d):
+            kept.append(layer)
+            continue
+        if kept:  # the transposed convolution before it
+            kept[-1] = fuse_conv_bn_eval(kept[-1], layer, transpose=isinstance(kept[-1], nn.ConvTranspose2d))
+            continue
+        scale = layer.weight / torch.sqrt(layer.running_var + layer.eps)
+        shift = layer.bias - layer.running_mean * scale
+        rows = scale.repeat_interleave(size * size)  # fc output is viewed as (channels, size, size)
+        with torch.no_grad():
+            folded.fc.weight.mul_(rows[:, None])
+            folded.fc.bias.mul_(rows).add_(shift.repeat_interleave(size * size))
+    folded.net = nn.Sequential(*kept).requires_grad_(False)
+    return folded
+
+
 class Discriminator(nn.Module):
     """Maps images (B, C, H, W) to one real-vs-fake logit each (B,)."""
 
@@ -250,11 +283,11 @@ def train_vaegan(images: torch.Tensor, cfg: VAEGANConfig, name: str = "vaegan", 
     is 0, the discriminator then untrained). Raises NonFiniteLossError, returning nothing, on divergence."""
     device = images.device
     torch.manual_seed(cfg.seed)
-    model = VAEGAN(cfg).to(device)
+    model = fast_layout(VAEGAN(cfg).to(device), device)
     vae_params = list(model.encoder.parameters()) + list(model.decoder.parameters())
     # beta1 = 0.5 as is usual for GANs: less momentum lets each network follow the other's moving target.
-    opt_vae = torch.optim.Adam(vae_params, lr=cfg.lr, betas=(0.5, 0.999))
-    opt_disc = torch.optim.Adam(model.discriminator.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    opt_vae = Adam(vae_params, lr=cfg.lr, betas=(0.5, 0.999))
+    opt_disc = Adam(model.discriminator.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     shuffle = torch.Generator().manual_seed(cfg.seed)
     noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     n, last_total = len(images), None
@@ -274,7 +307,7 @@ def train_vaegan(images: torch.Tensor, cfg: VAEGANConfig, name: str = "vaegan", 
                 prior = model.decode(torch.randn(mean.shape, generator=noise, device=device, dtype=mean.dtype))
                 fake = torch.cat([recon, prior])
                 disc = discriminator_loss(model.discriminator, x, fake.detach())
-                opt_disc.zero_grad(set_to_none=True)
+                opt_disc.zero_grad()
                 disc.backward()
                 opt_disc.step()
                 set_requires_grad(model.discriminator, False)  # the generator step needs no discriminator gradients
@@ -283,7 +316,7 @@ def train_vaegan(images: torch.Tensor, cfg: VAEGANConfig, name: str = "vaegan", 
             total = kl + cfg.beta * l1 + cfg.gamma * gan
             values = check_finite({"loss": total, "kl": kl, "l1": l1, "gan": gan, "disc": disc}, name, epoch, step,
                                   last_total, cfg)
-            opt_vae.zero_grad(set_to_none=True)
+            opt_vae.zero_grad()
             total.backward()
             opt_vae.step()
 
@@ -359,7 +392,7 @@ def save_vaegan(model: VAEGAN, path: str | os.PathLike, extra: dict | None = Non
     """Save the state dict, the model arguments and the training config (plain data, no pickled code), atomically."""
     cfg = asdict(model.cfg)
     cfg["channels"] = list(cfg["channels"])
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     ckpt = {"state_dict": state, "model_args": {k: cfg[k] for k in MODEL_ARGS}, "config": cfg,
             "extra": dict(extra or {})}
     with atomic_path(path) as tmp:
@@ -371,7 +404,7 @@ def load_vaegan(path: str | os.PathLike, device: torch.device | str = "cpu") -> 
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
         cfg = VAEGANConfig.from_dict({**ckpt.get("config", {}), **ckpt["model_args"]})
-        model = VAEGAN(cfg).to(device)
+        model = fast_layout(VAEGAN(cfg).to(device), device)
         model.load_state_dict(ckpt["state_dict"])
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError,
             AttributeError) as err:
