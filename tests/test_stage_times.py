@@ -1,4 +1,5 @@
-"""benchmarks/stage_times.py sums snakemake's job benchmarks by stage (and by training mode)."""
+"""benchmarks/stage_times.py sums snakemake's job benchmarks by stage (and by training mode);
+benchmarks/paper_estimate.py counts the paper grid's FLOPs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("stage_times", ROOT / "benchmarks" / "stage_times.py")
@@ -40,3 +42,22 @@ def test_sums_by_rule_and_by_mode(tmp_path: Path) -> None:
 def test_no_benchmarks_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no benchmark files"):
         stage_times.job_times(tmp_path)
+
+
+def test_paper_estimate_counts_flops_by_hand():
+    spec = importlib.util.spec_from_file_location("paper_estimate", ROOT / "benchmarks" / "paper_estimate.py")
+    paper_estimate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(paper_estimate)
+    from manifold_robustness.models import build_classifier
+
+    # 4x4 stride-2 convs: 14x14x16 outputs of 1x4x4 inputs, 7x7x32 of 16x4x4, 3x3x64 of 32x4x4; then 576->100->10.
+    macs = 14 * 14 * 16 * 16 + 7 * 7 * 32 * 256 + 3 * 3 * 64 * 512 + 576 * 100 + 100 * 10
+    assert paper_estimate.forward_flops(build_classifier(), torch.zeros(1, 1, 28, 28)) == 2 * macs
+    # A transposed conv: every one of the 7x7x8 inputs feeds 4x4 outputs of each of 3 channels.
+    up = torch.nn.ConvTranspose2d(8, 3, kernel_size=4, stride=2, padding=1)
+    assert paper_estimate.forward_flops(up, torch.zeros(1, 8, 7, 7)) == 2 * 7 * 7 * 8 * 3 * 16
+    # The plan's decoder-bound stages shrink when the decoders run faster; nothing else changes.
+    cfg = paper_estimate.load_config(ROOT / "config" / "paper.yaml")
+    slow, fast = paper_estimate.plan(cfg), paper_estimate.plan(cfg, decoder_speedup=4.0)
+    assert fast["train normal"] == slow["train normal"] and fast["train adversarial"] == slow["train adversarial"]
+    assert fast["train onmanifold_learned"] < slow["train onmanifold_learned"] and fast["vaegan"] == slow["vaegan"] / 4

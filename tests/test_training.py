@@ -12,6 +12,7 @@ import torch
 
 from manifold_robustness.attack_io import load_success_rates, save_attack
 from manifold_robustness.attacks import AttackConfig, AttackResult, pgd, pgd_adversary, success_rates
+from manifold_robustness.device import Adam, fast_layout
 from manifold_robustness.tables import COLUMNS, metrics_row, metrics_table
 from manifold_robustness.training import (
     TrainConfig,
@@ -217,3 +218,45 @@ def test_metrics_table_joins_metrics_and_attack_records(tmp_path):
     assert df[["n_train", "seed"]].values.tolist() == [[200, 0], [200, 1], [400, 0]]
     assert (df["pgd_success"] == rates["success"]).all() and (df["pgd_success_any"] == rates["success_any"]).all()
     assert df["onmanifold_success"].isna().all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_adam_equals_torch_fused_adam_bit_for_bit(dtype):
+    torch.manual_seed(0)
+    ours_model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).to(dtype)
+    ref_model = copy.deepcopy(ours_model)
+    ours_model[0].bias.requires_grad_(False)  # frozen parameters are left alone by both
+    ref_model[0].bias.requires_grad_(False)
+    ours = Adam(ours_model.parameters(), lr=0.01, betas=(0.5, 0.999), weight_decay=1e-4)
+    ref = torch.optim.Adam([p for p in ref_model.parameters() if p.requires_grad], lr=0.01, betas=(0.5, 0.999),
+                           weight_decay=1e-4, fused=True)
+    for step in range(7):
+        x = torch.randn(16, 6, dtype=dtype)
+        ours.lr = 0.01 * 0.9 ** step
+        for group in ref.param_groups:
+            group["lr"] = 0.01 * 0.9 ** step
+        for model, opt in ((ours_model, ours), (ref_model, ref)):
+            opt.zero_grad()
+            # On odd steps only the last layer gets gradients: parameters without one must not move.
+            out = model(x) if step % 2 == 0 else model[2](model[1](model[0](x).detach()))
+            out.pow(2).mean().backward()
+            opt.step()
+    assert_same_state(ours_model, ref_model)
+    assert not any(p.requires_grad for p in [ours_model[0].bias])
+
+
+def test_adam_needs_trainable_parameters():
+    with pytest.raises(ValueError, match="no parameters"):
+        Adam(torch.nn.Linear(2, 2).requires_grad_(False).parameters(), lr=0.1)
+
+
+def test_fast_layout_keeps_what_the_classifier_computes(train_tensors):
+    from manifold_robustness.models import build_classifier
+
+    torch.manual_seed(0)
+    plain = build_classifier().eval()
+    fast = fast_layout(copy.deepcopy(plain), "cpu")
+    assert fast.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    x = train_tensors[0][:64]
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), atol=1e-5, rtol=1e-4)

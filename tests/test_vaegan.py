@@ -16,6 +16,7 @@ from manifold_robustness.vaegan import (
     NonFiniteLossError,
     VAEGANConfig,
     encode_mean,
+    folded_decoder,
     load_vaegan,
     reconstruction_error,
     sample,
@@ -234,3 +235,21 @@ def test_load_errors_name_the_file_and_the_fix(tmp_path):
     save_classifier(build_classifier(), classifier, ClassifierConfig())
     with pytest.raises(RuntimeError, match=r"(?s)classifier\.pt.*delete it and rerun its vaegan rule"):
         load_vaegan(classifier)
+
+
+def test_folded_decoder_decodes_the_same_images_without_batch_norm(trained):
+    model, _, cfg = trained
+    model.train()  # folding must use the running statistics whatever mode the model is in
+    folded = folded_decoder(model.decoder)
+    assert model.training, "folding must not change the original's mode"
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert not any(p.requires_grad for p in folded.parameters())
+    z = truncated_normal(50, cfg.latent_dim, cfg.truncation, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model.eval().decode(z)
+        torch.testing.assert_close(folded(z), expected, atol=1e-5, rtol=1e-4)
+    # Gradients w.r.t. the latent agree too (the attacks follow them).
+    za, zb = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
+    (ga,) = torch.autograd.grad(folded(za).pow(2).sum(), za)
+    (gb,) = torch.autograd.grad(model.decode(zb).pow(2).sum(), zb)
+    torch.testing.assert_close(ga, gb, atol=1e-4, rtol=1e-3)
