@@ -172,10 +172,9 @@ def folded_decoder(decoder: Decoder) -> Decoder:
     the learned-manifold stages, run about 1.2x faster on the CPU (benchmarks/speed.py).
     """
     folded = copy.deepcopy(decoder).eval().requires_grad_(False)
-    layers = list(folded.net)
     kept: list[nn.Module] = []
-    channels, size = folded.start
-    for layer in layers:
+    size = folded.start[1]
+    for layer in folded.net:
         if not isinstance(layer, nn.BatchNorm2d):
             kept.append(layer)
             continue
