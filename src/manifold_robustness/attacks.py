@@ -126,53 +126,68 @@ def resolve_layout(layout: str, device: torch.device) -> str:
 
 def _optimize(model: nn.Module, decode: Decoder, v0: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
               y: torch.Tensor, rows: torch.Tensor, cfg: AttackConfig) -> tuple[torch.Tensor, ...]:
-    """Run one batch of independent attack trajectories; returns kept variable, success, loss, pred, step."""
+    """Run one batch of independent attack trajectories; returns kept variable, success, loss, pred, step.
+
+    The trajectories still running are kept packed in their own tensors: per step the kept iterate and its
+    loss are updated elementwise, and the tensors are re-packed only when some trajectory finishes (early
+    stop), so a batch in which nothing succeeds costs what plain PGD costs.
+    """
     m = len(v0)
-    v = v0.clone()
-    kept = v0.clone()
-    best_loss = torch.full((m,), -torch.inf, device=v.device, dtype=v.dtype)
-    success = torch.zeros(m, dtype=torch.bool, device=v.device)
-    pred = y.clone()
-    first_hit = torch.full((m,), -1, dtype=torch.long, device=v.device)
-    moment1 = torch.zeros_like(v) if cfg.optimizer == "adam" else None
-    moment2 = torch.zeros_like(v) if cfg.optimizer == "adam" else None
-    active = torch.arange(m, device=v.device)
+    device = v0.device
+    out_v, out_loss = v0.clone(), torch.full((m,), -torch.inf, device=device, dtype=v0.dtype)
+    out_success, out_pred = torch.zeros(m, dtype=torch.bool, device=device), y.clone()
+    out_first = torch.full((m,), -1, dtype=torch.long, device=device)
+    ids = torch.arange(m, device=device)  # which trajectory each packed row is
+    # Packed state of the running trajectories: variable, box, labels, decoder rows, kept iterate and record.
+    v, lo_a, hi_a, y_a, rows_a = v0.clone(), lo, hi, y, rows
+    kept, best_loss, success, pred, first_hit = v0.clone(), out_loss.clone(), out_success.clone(), y.clone(), \
+        out_first.clone()
+    moments = [torch.zeros_like(v), torch.zeros_like(v)] if cfg.optimizer == "adam" else []
+    as_rows = (-1,) + (1,) * (v0.dim() - 1)  # broadcast a per-row mask over a variable
+
+    def write_back(which: torch.Tensor) -> None:
+        at = ids[which]
+        out_v[at], out_loss[at], out_success[at] = kept[which], best_loss[which], success[which]
+        out_pred[at], out_first[at] = pred[which], first_hit[which]
+
     for t in range(cfg.steps + 1):
-        if len(active) == 0:
+        if len(ids) == 0:
             break
         last = t == cfg.steps
-        va = v[active].detach().requires_grad_(not last)
+        va = v.detach().requires_grad_(not last)
         with torch.set_grad_enabled(not last):
-            logits = model(decode(va, rows[active]))
-            losses = F.cross_entropy(logits, y[active], reduction="none")
+            logits = model(decode(va, rows_a))
+            losses = F.cross_entropy(logits, y_a, reduction="none")
         p = logits.detach().argmax(dim=1)
-        hit = p != y[active]
-        improved = losses.detach() > best_loss[active]
+        hit = p != y_a
+        improved = losses.detach() > best_loss
         record = (hit | improved) if cfg.early_stop else improved
-        idx = active[record]
-        kept[idx] = va.detach()[record]
-        best_loss[idx] = losses.detach()[record]
-        pred[idx] = p[record]
-        success[idx] = hit[record]
-        newly = active[hit & (first_hit[active] < 0)]
-        first_hit[newly] = t
+        kept = torch.where(record.view(as_rows), va.detach(), kept)
+        best_loss = torch.where(record, losses.detach(), best_loss)
+        pred = torch.where(record, p, pred)
+        success = torch.where(record, hit, success)
+        first_hit = torch.where(hit & (first_hit < 0), t, first_hit)
         if last:
             break
         (grad,) = torch.autograd.grad(losses.sum(), va)
-        go = ~hit if cfg.early_stop else torch.ones_like(hit)
-        a, g = active[go], grad[go]
         if cfg.optimizer == "sign":
-            step = cfg.step_size * g.sign()
+            step = cfg.step_size * grad.sign()
         else:
             b1, b2 = 0.9, 0.999
-            moment1[a] = b1 * moment1[a] + (1 - b1) * g
-            moment2[a] = b2 * moment2[a] + (1 - b2) * g * g
-            m_hat = moment1[a] / (1 - b1 ** (t + 1))
-            v_hat = moment2[a] / (1 - b2 ** (t + 1))
+            moments[0] = b1 * moments[0] + (1 - b1) * grad
+            moments[1] = b2 * moments[1] + (1 - b2) * grad * grad
+            m_hat = moments[0] / (1 - b1 ** (t + 1))
+            v_hat = moments[1] / (1 - b2 ** (t + 1))
             step = cfg.adam_lr * m_hat / (v_hat.sqrt() + 1e-8)
-        v[a] = torch.maximum(torch.minimum(v[a] + step, hi[a]), lo[a])
-        active = a
-    return kept, success, best_loss, pred, first_hit
+        v = torch.maximum(torch.minimum(va.detach() + step, hi_a), lo_a)
+        if cfg.early_stop and bool(hit.any()):  # finished trajectories leave the batch
+            write_back(hit)
+            go = ~hit
+            ids, v, lo_a, hi_a, y_a, rows_a = ids[go], v[go], lo_a[go], hi_a[go], y_a[go], rows_a[go]
+            kept, best_loss, success, pred, first_hit = kept[go], best_loss[go], success[go], pred[go], first_hit[go]
+            moments = [mom[go] for mom in moments]
+    write_back(torch.ones(len(ids), dtype=torch.bool, device=device))
+    return out_v, out_success, out_loss, out_pred, out_first
 
 
 def box_attack(model: nn.Module, decode: Decoder, center: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
