@@ -25,6 +25,7 @@ from snakemake.utils import validate
 from torch import nn
 
 from manifold_robustness.models import build_classifier
+from manifold_robustness.stages import TRAINING_ATTACK
 from manifold_robustness.vaegan import VAEGAN, VAEGANConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +49,17 @@ def load_config(path: Path) -> dict:
     return cfg
 
 
+def dataset_modes(cfg: dict, dataset: str) -> list[str]:
+    """The training modes the workflow runs for `dataset` (on-manifold training on the true manifold: FONTS only)."""
+    return [m for m in cfg["classifiers"]["modes"] if m != "onmanifold_true" or dataset == "fonts"]
+
+
+def train_size(cfg: dict, dataset: str) -> int:
+    """Training images of `dataset`, the set each class's VAE-GAN is trained on (a tenth per class)."""
+    fonts = cfg["fonts"]
+    return fonts["max_fonts"] * fonts["per_font_class_train"] * 10 if dataset == "fonts" else TRAIN_SIZE[dataset]
+
+
 def estimate(cfg: dict, startup_s: float, vaegan_s: float) -> dict[str, float]:
     """GPU-seconds per stage of the grid in `cfg`."""
     cls = cfg["classifiers"]
@@ -55,7 +67,7 @@ def estimate(cfg: dict, startup_s: float, vaegan_s: float) -> dict[str, float]:
     out: dict[str, float] = {}
     jobs = 0
     for dataset in cfg["datasets"]:
-        modes = [m for m in cls["modes"] if m != "onmanifold_true" or dataset == "fonts"]
+        modes = dataset_modes(cfg, dataset)
         runs = len(cls["n_train"]) * len(cls["seeds"]) * len(modes)
         for mode in modes:
             out[f"train {mode}"] = out.get(f"train {mode}", 0.0) + per_mode_images * TRAIN_S[mode]
@@ -63,10 +75,7 @@ def estimate(cfg: dict, startup_s: float, vaegan_s: float) -> dict[str, float]:
         images = cfg["pgd"]["n_test"] + (n_attacks - 1) * cfg["onmanifold"]["n_test"]
         out["attacks"] = out.get("attacks", 0.0) + runs * images * ATTACK_S_PER_IMAGE
         jobs += runs * (1 + n_attacks) + 10
-        fonts = cfg["fonts"]
-        size = (fonts["max_fonts"] * fonts["per_font_class_train"] * 10 if dataset == "fonts"
-                else TRAIN_SIZE[dataset])
-        out["vaegan"] = out.get("vaegan", 0.0) + size * cfg["vaegan"]["epochs"][dataset] * vaegan_s
+        out["vaegan"] = out.get("vaegan", 0.0) + train_size(cfg, dataset) * cfg["vaegan"]["epochs"][dataset] * vaegan_s
     out["job start-up"] = jobs * startup_s
     return out
 
@@ -118,12 +127,11 @@ def plan(cfg: dict, decoder_speedup: float = 1.0) -> dict[str, float]:
         out[key] = out.get(key, 0.0) + seconds
 
     for dataset in cfg["datasets"]:
-        modes = [m for m in cls["modes"] if m != "onmanifold_true" or dataset == "fonts"]
+        modes = dataset_modes(cfg, dataset)
         for mode in modes:
             add(f"train {mode}", per_mode_images * train_pass)
             if mode != "normal":  # the adversarial half of each batch, steps + 1 passes each
-                section = cls[{"adversarial": "adversarial_attack", "transformation": "transformation_attack"}.get(
-                    mode, "onmanifold_attack")]
+                section = cls[TRAINING_ATTACK[mode]]
                 passes = per_mode_images * cls["adversarial_fraction"] * (section["steps"] + 1)
                 add(f"train {mode}", passes * (attack_pass + (decoder_pass if mode == "onmanifold_learned" else 0)))
         attacks = {"pgd": (cfg["pgd"], 0.0), "on-manifold": (cfg["onmanifold"], decoder_pass if dataset != "fonts"
@@ -133,11 +141,9 @@ def plan(cfg: dict, decoder_speedup: float = 1.0) -> dict[str, float]:
         for name, (section, extra) in attacks.items():
             passes = section["n_test"] * section["restarts"] * (section["steps"] + 1)  # no early exit: a bound
             add("attacks", len(modes) * runs * passes * (attack_pass + extra))
-        fonts = cfg["fonts"]
-        size = fonts["max_fonts"] * fonts["per_font_class_train"] * 10 if dataset == "fonts" else TRAIN_SIZE[dataset]
         # Per image: encoder, two decodes (reconstruction, prior), discriminator on 3 batches twice; x3 to train.
         vaegan_flops = 3 * (enc + 2 * dec + 6 * disc)
-        add("vaegan", size * cfg["vaegan"]["epochs"][dataset] * vaegan_flops / (flop_rate * decoder_speedup))
+        add("vaegan", train_size(cfg, dataset) * cfg["vaegan"]["epochs"][dataset] * vaegan_flops / (flop_rate * decoder_speedup))
     return out
 
 
