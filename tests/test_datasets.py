@@ -1,11 +1,14 @@
 """EMNIST / Fashion-MNIST conversion on tiny files in the exact on-disk format torchvision reads: orientation,
-the HDF5 layout, checksums of hand-placed archives, and failing fast (with the fix) when offline. No network."""
+the HDF5 layout, checksums of hand-placed archives, Fashion-MNIST's content digests (recompressed archives
+accepted, changed bytes refused), the system folder of Debian's dataset-fashion-mnist, and failing fast (with the
+fix) when offline. No network."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import io
+import logging
 import socket
 import struct
 import time
@@ -22,14 +25,22 @@ from manifold_robustness import datasets
 from manifold_robustness.data import read_split
 
 N_TRAIN, N_TEST = 20, 10
-REAL_REACHABLE = datasets.reachable  # the autouse fixture replaces it so that no test reaches the network
+# The autouse fixture replaces these: no test reaches the network, the machine's system folders or the real digests.
+REAL_REACHABLE = datasets.reachable
+REAL_CONTENT_SHA256 = datasets.CONTENT_SHA256
+REAL_SYSTEM_FOLDERS = datasets.FASHION_SYSTEM_FOLDERS
+DEBIAN_GZ = [datasets.DEBIAN_FASHION_FOLDER / f"{f}.gz" for f in datasets.needed_files("fashion")]
 
 
 @pytest.fixture(autouse=True)
-def _tiny_sizes(monkeypatch):
-    """The tiny files hold N_TRAIN/N_TEST images, not the paper's numbers; never touch the network."""
+def _tiny_sizes(monkeypatch, tmp_path):
+    """The tiny files hold N_TRAIN/N_TEST images, not the paper's numbers, and are the genuine content here; never
+    touch the network; the only system folder is `<tmp_path>/system` (absent unless a test makes it)."""
     monkeypatch.setattr(datasets, "EXPECTED_SIZES", {n: (N_TRAIN, N_TEST) for n in datasets.DATASETS})
     monkeypatch.setattr(datasets, "reachable", lambda *a, **k: False)
+    monkeypatch.setattr(datasets, "CONTENT_SHA256", {"fashion": {f: sha256(content)
+                                                                 for f, content in raw_contents("fashion")[0].items()}})
+    monkeypatch.setattr(datasets, "FASHION_SYSTEM_FOLDERS", (tmp_path / "system",))
 
 
 def idx_images(images: np.ndarray) -> bytes:
@@ -50,10 +61,11 @@ def upright_images(n: int, offset: int) -> np.ndarray:
     return images
 
 
-def raw_contents(name: str) -> tuple[dict[str, bytes], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """The raw files (name -> bytes) torchvision reads for `name`, and the upright data they encode per split."""
+def raw_contents(name: str, shift: int = 0) -> tuple[dict[str, bytes], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The raw files (name -> bytes) torchvision reads for `name`, and the upright data they encode per split
+    (`shift` changes the marker pixels, for a second, different copy)."""
     files, truth = {}, {}
-    for split, n, offset in (("train", N_TRAIN, 1), ("test", N_TEST, 100)):
+    for split, n, offset in (("train", N_TRAIN, 1 + shift), ("test", N_TEST, 100 + shift)):
         images, labels = upright_images(n, offset), np.arange(n) % 10
         stored = images.transpose(0, 2, 1) if name == "emnist" else images  # EMNIST's files hold transposed images
         image_file, label_file = datasets.raw_files(name)[split]
@@ -77,6 +89,28 @@ def write_raw(name: str, root: Path, compress: bool = False) -> dict[str, tuple[
 
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_system(files: dict[str, bytes]) -> Path:
+    """The tiny files as .gz in the (patched) system folder, compressed differently from any archive in a test."""
+    folder = datasets.FASHION_SYSTEM_FOLDERS[0]
+    folder.mkdir(parents=True)
+    for filename, content in files.items():
+        (folder / f"{filename}.gz").write_bytes(gzip.compress(content, compresslevel=6, mtime=0))
+    return folder
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int, int, str]]:
+    """Every file of `folder`: size, mtime, mode and md5, to show the folder was left as it was."""
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns, p.stat().st_mode, md5(p)) for p in folder.iterdir()}
+
+
+def messages(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == datasets.__name__]
 
 
 def trust_fashion_gz(monkeypatch, raw: Path) -> None:
@@ -153,12 +187,16 @@ def test_wrong_sizes_are_refused(tmp_path, monkeypatch):
         datasets.load_torchvision("fashion", tmp_path, download=False)
 
 
-def test_truncated_file_is_named(tmp_path):
-    write_raw("fashion", tmp_path)
-    path = datasets.raw_folder("fashion", tmp_path) / "train-images-idx3-ubyte"
+@pytest.mark.parametrize("name", datasets.DATASETS)
+def test_truncated_file_is_named(tmp_path, monkeypatch, name):
+    """The structure check, all that files without a pinned content digest (EMNIST's) get."""
+    monkeypatch.setattr(datasets, "CONTENT_SHA256", {})
+    write_raw(name, tmp_path)
+    filename = datasets.raw_files(name)["train"][0]
+    path = datasets.raw_folder(name, tmp_path) / filename
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(RuntimeError, match="train-images-idx3-ubyte.*not valid idx files"):
-        datasets.load_torchvision("fashion", tmp_path, download=False)
+    with pytest.raises(RuntimeError, match=f"{filename}.*not valid idx files"):
+        datasets.load_torchvision(name, tmp_path, download=False)
 
 
 @pytest.mark.parametrize("name", datasets.DATASETS)
@@ -227,11 +265,41 @@ def test_bad_archive_also_discards_files_made_from_it(tmp_path, monkeypatch):
     raw = datasets.raw_folder("fashion", tmp_path)
     trust_fashion_gz(monkeypatch, raw)
     datasets.prepare_raw("fashion", tmp_path, download=False)
-    assert (raw / "train-images-idx3-ubyte").exists()
+    made = raw / "train-images-idx3-ubyte"
+    assert made.exists()
     (raw / "train-images-idx3-ubyte.gz").write_bytes(b"corrupt")
+    made.write_bytes(made.read_bytes()[:-1] + b"\x01")  # as if decompressed from the bad archive
     with pytest.raises(RuntimeError, match="train-images-idx3-ubyte.gz has md5"):
         datasets.prepare_raw("fashion", tmp_path, download=False)
-    assert (raw / "train-images-idx3-ubyte.bad").exists() and not (raw / "train-images-idx3-ubyte").exists()
+    assert (raw / "train-images-idx3-ubyte.bad").exists() and not made.exists()
+
+
+def test_bad_archive_keeps_a_genuine_file_made_from_it(tmp_path, monkeypatch):
+    """By content, a Fashion-MNIST file beside a bad archive is known genuine: only the archive goes."""
+    write_raw("fashion", tmp_path, compress=True)
+    raw = datasets.raw_folder("fashion", tmp_path)
+    trust_fashion_gz(monkeypatch, raw)
+    datasets.prepare_raw("fashion", tmp_path, download=False)
+    genuine = (raw / "train-images-idx3-ubyte").read_bytes()
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(b"corrupt")
+    with pytest.raises(RuntimeError, match="train-images-idx3-ubyte.gz has md5 .*kept, content verified: "
+                                           "train-images-idx3-ubyte"):
+        datasets.prepare_raw("fashion", tmp_path, download=False)
+    assert (raw / "train-images-idx3-ubyte.gz.bad").exists() and not (raw / "train-images-idx3-ubyte.bad").exists()
+    assert (raw / "train-images-idx3-ubyte").read_bytes() == genuine
+    datasets.prepare_raw("fashion", tmp_path, download=False)  # the rerun uses it
+
+
+def test_bad_emnist_zip_discards_files_made_from_it(tmp_path, monkeypatch):
+    """EMNIST's files have no pinned content: those beside a bad zip are distrusted with it."""
+    path = emnist_zip(tmp_path)
+    monkeypatch.setattr(EMNIST, "md5", md5(path))
+    datasets.prepare_raw("emnist", tmp_path, download=False)
+    monkeypatch.setattr(EMNIST, "md5", "0" * 32)
+    with pytest.raises(RuntimeError, match="gzip.zip has md5"):
+        datasets.prepare_raw("emnist", tmp_path, download=False)
+    assert all((path.parent / f"{f}.bad").exists() and not (path.parent / f).exists()
+               for f in datasets.needed_files("emnist"))
 
 
 def test_emnist_zip_by_hand_is_verified_and_only_digits_extracted(tmp_path, monkeypatch):
@@ -282,3 +350,179 @@ def test_download_then_convert(tmp_path, monkeypatch):
     datasets.convert("fashion", tmp_path / "res", tmp_path / "out.h5", download=True)
     assert calls == [FashionMNIST.mirrors[0] + f for f, _ in FashionMNIST.resources]
     assert read_split(tmp_path / "out.h5", "train")["images"].shape == (N_TRAIN, 1, 28, 28)
+
+
+def test_pinned_content_digests_cover_fashion_and_debian_folder_is_the_default():
+    assert sorted(REAL_CONTENT_SHA256["fashion"]) == sorted(datasets.needed_files("fashion"))
+    assert all(len(d) == 64 and int(d, 16) >= 0 for d in REAL_CONTENT_SHA256["fashion"].values())
+    assert "emnist" not in REAL_CONTENT_SHA256
+    assert REAL_SYSTEM_FOLDERS == (Path("/usr/share/datasets/fashion-mnist"),)
+
+
+def test_recompressed_fashion_gz_is_accepted_by_content_and_logged(tmp_path, monkeypatch, caplog):
+    files, truth = raw_contents("fashion")
+    write_raw("fashion", tmp_path, compress=True)
+    raw = datasets.raw_folder("fashion", tmp_path)
+    trust_fashion_gz(monkeypatch, raw)  # the .gz written first stand for the canonical archives
+    table = dict(FashionMNIST.resources)
+    for filename, content in files.items():  # same content, other gzip bytes (level, header mtime)
+        (raw / f"{filename}.gz").write_bytes(gzip.compress(content, compresslevel=1, mtime=0))
+        assert md5(raw / f"{filename}.gz") != table[f"{filename}.gz"]
+    caplog.set_level(logging.INFO, logger=datasets.__name__)
+    datasets.convert("fashion", tmp_path, tmp_path / "out.h5", download=False)
+    verified = [m for m in messages(caplog) if "recompressed archive, content verified" in m]
+    assert len(verified) == 4 and all(any(f"{f}.gz" in m for m in verified) for f in files)
+    assert sorted(p.name for p in raw.iterdir()) == sorted([*files, *(f"{f}.gz" for f in files)])  # no .bad
+    for split in ("train", "test"):
+        d = read_split(tmp_path / "out.h5", split)
+        np.testing.assert_array_equal(d["images"][:, 0], truth[split][0] / np.float32(255.0))
+        np.testing.assert_array_equal(d["labels"], truth[split][1])
+
+
+def test_changed_byte_in_uncompressed_file_is_named_moved_aside_and_not_converted(tmp_path):
+    write_raw("fashion", tmp_path)
+    raw = datasets.raw_folder("fashion", tmp_path)
+    path = raw / "train-images-idx3-ubyte"
+    data = bytearray(path.read_bytes())
+    data[16 + 5 * 28 * 28 + 300] ^= 0x01  # one pixel of image 5
+    path.write_bytes(bytes(data))
+    assert len(FashionMNIST(str(tmp_path), train=True)) == N_TRAIN  # still valid idx: only the content tells
+    others = {f: (raw / f).read_bytes() for f in datasets.needed_files("fashion") if f != path.name}
+    with pytest.raises(RuntimeError, match="content mismatch") as err:
+        datasets.convert("fashion", tmp_path, tmp_path / "out.h5", download=False)
+    message = str(err.value)
+    expected = datasets.CONTENT_SHA256["fashion"][path.name]
+    assert f"{path} has sha256 {sha256(bytes(data))}, expected {expected}" in message
+    assert "apt-get install dataset-fashion-mnist" in message and "delete the *.bad files" in message
+    assert not path.exists() and (raw / "train-images-idx3-ubyte.bad").read_bytes() == bytes(data)
+    assert {f: (raw / f).read_bytes() for f in others} == others  # the genuine files stay
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_changed_file_beside_genuine_gz_keeps_the_gz_and_a_rerun_uses_it(tmp_path, monkeypatch):
+    truth = write_raw("fashion", tmp_path, compress=True)
+    raw = datasets.raw_folder("fashion", tmp_path)
+    trust_fashion_gz(monkeypatch, raw)
+    datasets.prepare_raw("fashion", tmp_path, download=False)
+    path = raw / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-1] + b"\x07")
+    with pytest.raises(RuntimeError, match=f"{path} has sha256 .* expected .*t10k-images-idx3-ubyte.gz .* kept"):
+        datasets.prepare_raw("fashion", tmp_path, download=False)
+    assert (raw / "t10k-images-idx3-ubyte.bad").exists() and (raw / "t10k-images-idx3-ubyte.gz").exists()
+    loaded = datasets.load_torchvision("fashion", tmp_path, download=False)
+    np.testing.assert_array_equal(loaded["test"][0].numpy(), truth["test"][0])
+
+
+def test_changed_byte_inside_gz_is_named_moved_aside_and_not_converted(tmp_path, monkeypatch):
+    files, _ = raw_contents("fashion")
+    write_raw("fashion", tmp_path, compress=True)
+    raw = datasets.raw_folder("fashion", tmp_path)
+    trust_fashion_gz(monkeypatch, raw)
+    content = bytearray(files["t10k-images-idx3-ubyte"])
+    content[-1] ^= 0x01
+    bad = raw / "t10k-images-idx3-ubyte.gz"
+    bad.write_bytes(gzip.compress(bytes(content)))
+    bad_md5 = md5(bad)
+    with pytest.raises(RuntimeError) as err:
+        datasets.convert("fashion", tmp_path, tmp_path / "out.h5", download=False)
+    message = str(err.value)
+    assert f"{bad} has md5 {bad_md5}, expected {dict(FashionMNIST.resources)[bad.name]}" in message
+    expected = datasets.CONTENT_SHA256["fashion"]["t10k-images-idx3-ubyte"]
+    assert f"its content has sha256 {sha256(bytes(content))}, expected {expected}" in message
+    assert not bad.exists() and (raw / "t10k-images-idx3-ubyte.gz.bad").exists()
+    assert not (raw / "t10k-images-idx3-ubyte").exists()
+    assert all((raw / f"{f}.gz").exists() for f in files if f != "t10k-images-idx3-ubyte")
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_debian_folder_is_found_without_configuration_and_left_untouched(tmp_path, monkeypatch, caplog):
+    files, truth = raw_contents("fashion")
+    system = write_system(files)  # recompressed: the md5s are not torchvision's, the content is genuine
+    before = snapshot(system)
+    probes, downloads = [], []
+    monkeypatch.setattr(datasets, "reachable", lambda *a, **k: probes.append(a) or True)
+    monkeypatch.setattr(datasets, "download_url", lambda *a, **k: downloads.append(a))
+    caplog.set_level(logging.INFO, logger=datasets.__name__)
+    datasets.convert("fashion", tmp_path / "res", tmp_path / "out.h5", download=True)
+    assert probes == [] and downloads == []
+    assert snapshot(system) == before
+    raw = datasets.raw_folder("fashion", tmp_path / "res")
+    assert sorted(p.name for p in raw.iterdir()) == sorted(files)
+    used = [m for m in messages(caplog) if f"decompressed from {system}" in m and "content verified" in m]
+    assert all(any(f"{f}.gz" in m for m in used) for f in files)
+    for split in ("train", "test"):
+        d = read_split(tmp_path / "out.h5", split)
+        np.testing.assert_array_equal(d["images"][:, 0], truth[split][0] / np.float32(255.0))
+
+
+def test_system_folders_can_be_switched_off(tmp_path):
+    files, _ = raw_contents("fashion")
+    system = write_system(files)
+    with pytest.raises(RuntimeError, match="raw files missing"):
+        datasets.convert("fashion", tmp_path / "res", tmp_path / "out.h5", download=False, system=False)
+    assert not (tmp_path / "out.h5").exists()
+    assert not any(datasets.raw_folder("fashion", tmp_path / "res").glob("*-ubyte"))
+    datasets.convert("fashion", tmp_path / "res", tmp_path / "out.h5", download=False)  # the same files, found
+    assert (tmp_path / "out.h5").exists() and sorted(p.name for p in system.iterdir()) == sorted(f"{f}.gz" for f in files)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_raw_folder_wins_over_debian_folder(tmp_path, monkeypatch, caplog, compress):
+    # Without pinned digests both copies pass, so the arrays tell which one was read.
+    monkeypatch.setattr(datasets, "CONTENT_SHA256", {})
+    truth = write_raw("fashion", tmp_path, compress=compress)
+    if compress:
+        trust_fashion_gz(monkeypatch, datasets.raw_folder("fashion", tmp_path))
+    system = write_system(raw_contents("fashion", shift=50)[0])
+    before = snapshot(system)
+    caplog.set_level(logging.INFO, logger=datasets.__name__)
+    loaded = datasets.load_torchvision("fashion", tmp_path, download=False)
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(loaded[split][0].numpy(), truth[split][0])
+    assert not any(str(system) in m for m in messages(caplog))
+    assert snapshot(system) == before
+
+
+def test_corrupt_debian_file_is_skipped_named_and_left_untouched(tmp_path):
+    files, _ = raw_contents("fashion")
+    system = write_system(files)
+    bad = system / "train-labels-idx1-ubyte.gz"
+    bad.write_bytes(gzip.compress(files["train-labels-idx1-ubyte"][:-1] + b"\x08"))  # the last label is 9
+    before = snapshot(system)
+    with pytest.raises(RuntimeError, match="missing .*train-labels-idx1-ubyte") as err:
+        datasets.convert("fashion", tmp_path / "res", tmp_path / "out.h5", download=False)
+    assert f"{bad} decompresses to content with sha256" in str(err.value)
+    assert "apt-get install --reinstall dataset-fashion-mnist" in str(err.value)
+    assert snapshot(system) == before
+    raw = datasets.raw_folder("fashion", tmp_path / "res")
+    assert sorted(p.name for p in raw.iterdir()) == sorted(f for f in files if f != "train-labels-idx1-ubyte")
+    assert not (tmp_path / "out.h5").exists()
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_fashion_offline_error_names_all_three_ways(tmp_path, download):
+    with pytest.raises(RuntimeError) as err:
+        datasets.convert("fashion", tmp_path / "res", tmp_path / "out.h5", download=download)
+    message = str(err.value)
+    raw = datasets.raw_folder("fashion", tmp_path / "res")
+    assert f"put them in {raw}/" in message  # 1. by hand
+    assert "apt-get install dataset-fashion-mnist" in message and "/usr/share/datasets/fashion-mnist/" in message
+    assert f"{datasets.FASHION_SYSTEM_FOLDERS[0]}/" in message  # the folder actually searched
+    assert "download enabled" in message and "internet" in message  # 3. the download
+    assert not (tmp_path / "out.h5").exists()
+
+
+@pytest.mark.skipif(not all(p.is_file() for p in DEBIAN_GZ),
+                    reason="Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+def test_real_debian_files_pass_the_content_check(tmp_path, monkeypatch, caplog):
+    """The real (recompressed) archives of Debian's package against the real pinned digests; no conversion."""
+    monkeypatch.setattr(datasets, "CONTENT_SHA256", REAL_CONTENT_SHA256)
+    monkeypatch.setattr(datasets, "FASHION_SYSTEM_FOLDERS", REAL_SYSTEM_FOLDERS)
+    before = snapshot(datasets.DEBIAN_FASHION_FOLDER)
+    raw = datasets.prepare_raw("fashion", tmp_path, download=False)  # from the system folder
+    assert {f: datasets.sha256_of(raw / f) for f in datasets.needed_files("fashion")} == REAL_CONTENT_SHA256["fashion"]
+    for path in DEBIAN_GZ:  # the same archives put in a raw folder by hand: accepted by content or md5
+        (raw / path.name).write_bytes(path.read_bytes())
+    datasets.check_archives("fashion", raw)
+    assert not list(raw.glob("*.bad"))
+    assert snapshot(datasets.DEBIAN_FASHION_FOLDER) == before

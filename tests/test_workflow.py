@@ -348,7 +348,8 @@ def test_paper_grid_plans(tmp_path: Path) -> None:
 def test_torchvision_dataset_offline_fails_at_once_naming_files_and_folder(tmp_path: Path, dataset: str) -> None:
     """No files and no download: the data rule stops quickly, saying what to fetch and where to put it."""
     cfg = tiny_config()
-    cfg["datasets"], cfg["download"] = [dataset], False
+    # Without the system folders too, as on a machine without Debian's dataset-fashion-mnist.
+    cfg["datasets"], cfg["download"], cfg["system_datasets"] = [dataset], False, False
     proc = snakemake(tmp_path, f"results/data/{dataset}.h5", "--show-failed-logs",
                      config=write_config(tmp_path / "offline.yaml", cfg))
     out = proc.stdout + proc.stderr

@@ -1,22 +1,40 @@
-"""EMNIST (digits) and Fashion-MNIST: fetch them with torchvision's own code, or take files put in place by hand,
-verify what can be verified, and convert them to the shared HDF5 layout of `data.py`.
+"""EMNIST (digits) and Fashion-MNIST: fetch them with torchvision's own code, or take files put in place by hand
+or installed by the system, verify what can be verified, and convert them to the shared HDF5 layout of `data.py`.
 
-On disk torchvision reads uncompressed idx files from `<root>/EMNIST/raw/` and `<root>/FashionMNIST/raw/`. When
-they are absent they are made from the archives torchvision publishes checksums for, if those lie in the same
-folder: Fashion-MNIST's four `*.gz` (one md5 each) and EMNIST's `gzip.zip` (one md5 for the whole zip; only the
-four digits files are taken out of it). Such an archive is md5-checked before use and, if it fails, moved aside to
-`*.bad` together with any file made from it. torchvision publishes no checksum for the uncompressed files nor for
-EMNIST's individual `.gz` files: those are used as they are, checked only for their idx format and sizes.
+On disk torchvision reads uncompressed idx files from `<root>/EMNIST/raw/` and `<root>/FashionMNIST/raw/`. A file
+that is absent there is looked for, in this order:
 
-A download is tried only for what is still missing, and only with `download=True`: the mirror's host (or the
-configured proxy) is first probed with a short TCP connect, so that a machine without network fails at once with
-an error that says which files to fetch from where and the folder to put them in, instead of hanging. The
-download itself is torchvision's `download_url`, which verifies the md5.
+1. in the raw folder itself, as an archive torchvision publishes checksums for: Fashion-MNIST's four `*.gz` (one
+   md5 each) and EMNIST's `gzip.zip` (one md5 for the whole zip; only the four digits files are taken out of it),
+   or EMNIST's individual `.gz` (in `raw/` or `raw/gzip/`);
+2. for Fashion-MNIST, in the system folders of `FASHION_SYSTEM_FOLDERS`, where Debian's package
+   `dataset-fashion-mnist` puts the four `*.gz` (`/usr/share/datasets/fashion-mnist/`): found without any
+   configuration, decompressed from there into the raw folder (the system folder is only read);
+3. by a download, only with `download=True`: the mirror's host (or the configured proxy) is first probed with a
+   short TCP connect, so that a machine without network fails at once, instead of hanging, with an error that
+   names the files, where to fetch them and the folder to put them in (and, for Fashion-MNIST, Debian's
+   package). The download itself is torchvision's `download_url`, which verifies the md5.
+
+Fashion-MNIST is judged by content, not by how it was compressed: `CONTENT_SHA256` pins the sha256 of its four
+decompressed idx files. An archive in the raw folder whose md5 is torchvision's passes at once; one whose md5
+differs is still accepted (and logged as a recompressed archive) if what it decompresses to has the pinned
+digest, as Debian's recompressed archives do. Every uncompressed Fashion-MNIST file used (placed by hand,
+decompressed from an archive or from a system folder) is checked against its pinned digest. Anything in the raw
+folder that fails is named with the expected and actual digest and moved aside to `*.bad`, so that it is never
+used again, together with the files made from a failing archive and the archive beside a failing file, unless
+their own content verifies: genuine data is never moved aside. The errors name the three ways to get genuine
+files. A system archive that fails is never touched: it is skipped (and named in the error if the file is then
+still missing).
+
+For EMNIST no digest of the decompressed files is known: its zip is md5-checked as above (a failing one is moved
+aside with the files made from it), and its `.gz` and uncompressed files are checked for their idx format, sizes
+and label range only, as are all files at conversion.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -27,7 +45,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +69,23 @@ IMAGE_SIZE = 28
 EXPECTED_SIZES = {"emnist": (240_000, 40_000), "fashion": (60_000, 10_000)}
 PROBE_TIMEOUT_S = 3.0  # TCP connect to the mirror (or proxy) before a download is tried
 STALL_TIMEOUT_S = 60.0  # socket timeout while downloading, so a stalled transfer fails instead of hanging
+# sha256 of the decompressed idx files (what torchvision reads), per dataset and file. Fashion-MNIST's were computed
+# from the files of Debian's package dataset-fashion-mnist, whose decompressed md5s are the ones published for the
+# canonical files (train-images f4a8712d7a061bf5bd6d2ca38dc4d50a, train-labels 9018921c3c673c538a1fc5bad174d6f9,
+# t10k-images 8181f5470baa50b63fa0f6fddb340f0a, t10k-labels 15d484375f8d13e6eb1aabb0c3f46965). None is known
+# for EMNIST, whose files get the structure checks only.
+CONTENT_SHA256: dict[str, dict[str, str]] = {
+    "fashion": {
+        "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    },
+}
+DEBIAN_FASHION_PACKAGE = "dataset-fashion-mnist"
+DEBIAN_FASHION_FOLDER = Path("/usr/share/datasets/fashion-mnist")  # where that package puts the four *.gz
+# Folders searched, in order, for Fashion-MNIST's `*-idx?-ubyte.gz` missing from the raw folder (only read).
+FASHION_SYSTEM_FOLDERS: tuple[Path, ...] = (DEBIAN_FASHION_FOLDER,)
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +149,60 @@ def move_aside(path: Path) -> Path:
     return bad
 
 
+class ContentMismatch(ValueError):
+    """A file whose content is not the one pinned in `CONTENT_SHA256` (or an archive that does not decompress)."""
+
+
+def pinned_sha256(name: str, filename: str) -> str | None:
+    """The pinned sha256 of the decompressed raw file `filename` of `name`, or None where none is known."""
+    return CONTENT_SHA256.get(name, {}).get(filename)
+
+
+def genuine(name: str, path: Path) -> bool:
+    """Whether the raw file `path` of `name` has a pinned sha256 and its content has it."""
+    expected = pinned_sha256(name, path.name)
+    return expected is not None and sha256_of(path) == expected
+
+
+def gzip_content_sha256(path: Path) -> str:
+    """Hex SHA-256 of what the gzip file `path` decompresses to; ContentMismatch if it does not decompress."""
+    digest = hashlib.sha256()
+    try:
+        with gzip.open(path, "rb") as fin:
+            for chunk in iter(lambda: fin.read(1 << 20), b""):
+                digest.update(chunk)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise ContentMismatch(f"{path} is not a valid gzip file ({type(err).__name__}: {err})") from err
+    return digest.hexdigest()
+
+
+def gzip_content_problem(path: Path, expected: str) -> str | None:
+    """None if `path` decompresses to content with sha256 `expected`, else what is wrong with it."""
+    try:
+        actual = gzip_content_sha256(path)
+    except ContentMismatch as err:
+        return str(err)
+    return None if actual == expected else f"its content has sha256 {actual}, expected {expected}"
+
+
+def fashion_fixes(raw: Path) -> str:
+    """The three ways to get genuine Fashion-MNIST files, for the errors."""
+    mirrors = dict.fromkeys(u.removesuffix(a.filename) for a in archives("fashion") for u in a.urls)
+    return (f"(1) put them in {raw}/ by hand: download {', '.join(a.filename for a in archives('fashion'))} from "
+            f"{' or '.join(mirrors)} (md5s in torchvision.datasets.FashionMNIST.resources; a recompressed copy is "
+            "accepted when its content is genuine), or put the files uncompressed there; "
+            f"(2) apt-get install {DEBIAN_FASHION_PACKAGE}, which puts the .gz in {DEBIAN_FASHION_FOLDER}/, where "
+            "they are found without configuration; (3) rerun with download enabled (config `download: true`) on a "
+            "machine with internet")
+
+
 def check_archives(name: str, raw: Path) -> None:
-    """md5-check every archive present in `raw`; move failing ones (and files made from them) aside and raise."""
+    """Check every archive present in `raw`; move failing ones (and files made from them) aside and raise.
+
+    The md5 torchvision publishes is the first check. An archive whose md5 differs is still accepted, and logged as
+    recompressed, if what it decompresses to has the sha256 pinned in `CONTENT_SHA256` (Fashion-MNIST's `.gz`).
+    A file made from a failing archive is kept only if its own content has the pinned sha256.
+    """
     failures = []
     for archive in archives(name):
         path = raw / archive.filename
@@ -123,20 +211,75 @@ def check_archives(name: str, raw: Path) -> None:
         actual = calculate_md5(path)
         if actual == archive.md5:
             continue
-        moved = [move_aside(path)]
-        moved += [move_aside(raw / f) for f in derived_from(name, archive) if (raw / f).is_file()]
-        failures.append(f"{path} has md5 {actual}, expected {archive.md5} (moved aside: "
-                        f"{', '.join(p.name for p in moved)})")
+        problem = f"{path} has md5 {actual}, expected {archive.md5}"
+        expected = pinned_sha256(name, archive.filename.removesuffix(".gz")) \
+            if archive.filename.endswith(".gz") else None
+        if expected is not None:
+            content_problem = gzip_content_problem(path, expected)
+            if content_problem is None:
+                log.info("%s: recompressed archive, content verified: %s has md5 %s, not torchvision's %s, but "
+                         "decompresses to the pinned sha256 %s", name, path, actual, archive.md5, expected)
+                continue
+            problem += f", and {content_problem}"
+        made = [f for f in derived_from(name, archive) if (raw / f).is_file()]
+        kept = [f for f in made if genuine(name, raw / f)]
+        moved = [move_aside(path), *(move_aside(raw / f) for f in made if f not in kept)]
+        failures.append(f"{problem} (moved aside: {', '.join(p.name for p in moved)}"
+                        + (f"; kept, content verified: {', '.join(kept)})" if kept else ")"))
     if failures:
+        if name == "fashion":
+            fix = f"Get genuine files in one of three ways: {fashion_fixes(raw)}; then delete the *.bad files."
+        else:
+            fix = f"Fetch it again ({', '.join(_urls(name))}) into {raw}/ and delete the *.bad files."
         raise RuntimeError(f"{name}: checksum mismatch, the file is corrupt or not the one torchvision expects: "
-                           f"{'; '.join(failures)}. Fetch it again ({', '.join(_urls(name))}) into {raw}/ and "
-                           "delete the *.bad files.")
+                           f"{'; '.join(failures)}. {fix}")
 
 
-def gunzip(src: Path, dest: Path) -> None:
-    """Decompress `src` to `dest` atomically."""
-    with atomic_path(dest) as tmp, gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
-        shutil.copyfileobj(fin, fout, 1 << 20)
+def verify_content(name: str, raw: Path) -> None:
+    """Check every raw file of `name` in `raw` that has a pinned sha256; move failing ones aside and raise.
+
+    A `.gz` beside a failing file is moved aside too if its own content fails; a genuine one is kept, so that a
+    rerun decompresses the file from it again.
+    """
+    failures, moved, kept = [], [], []
+    for filename in needed_files(name):
+        path, expected = raw / filename, pinned_sha256(name, filename)
+        if expected is None or not path.is_file():
+            continue
+        actual = sha256_of(path)
+        if actual == expected:
+            continue
+        moved.append(move_aside(path))
+        archive = raw / f"{filename}.gz"
+        if archive.is_file():
+            if gzip_content_problem(archive, expected) is None:
+                kept.append(archive.name)
+            else:
+                moved.append(move_aside(archive))
+        failures.append(f"{path} has sha256 {actual}, expected {expected}")
+    if failures:
+        again = (f" The genuine {', '.join(kept)} in {raw}/ is kept: a rerun decompresses it again." if kept else "")
+        fix = (f"Get genuine files in one of three ways: {fashion_fixes(raw)}" if name == "fashion"
+               else f"Fetch them again ({', '.join(_urls(name))}) into {raw}/")
+        raise RuntimeError(f"{name}: content mismatch, not the genuine file: {'; '.join(failures)} (moved aside: "
+                           f"{', '.join(p.name for p in moved)}).{again} {fix}; then delete the *.bad files.")
+
+
+def gunzip(src: Path, dest: Path, sha256: str | None = None) -> None:
+    """Decompress `src` to `dest` atomically; with `sha256`, ContentMismatch (and no `dest`) if the content differs."""
+    digest = hashlib.sha256()
+    with atomic_path(dest) as tmp:
+        try:
+            with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
+                for chunk in iter(lambda: fin.read(1 << 20), b""):
+                    digest.update(chunk)
+                    fout.write(chunk)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+            if sha256 is None:
+                raise
+            raise ContentMismatch(f"{src} is not a valid gzip file ({type(err).__name__}: {err})") from err
+        if sha256 is not None and digest.hexdigest() != sha256:
+            raise ContentMismatch(f"{src} decompresses to content with sha256 {digest.hexdigest()}, expected {sha256}")
 
 
 def extract_from_zip(zip_path: Path, filename: str, dest: Path) -> bool:
@@ -154,8 +297,8 @@ def extract_from_zip(zip_path: Path, filename: str, dest: Path) -> bool:
 def extract_missing(name: str, raw: Path) -> list[str]:
     """Make each absent raw file from a `.gz` or EMNIST zip beside it; return the names still missing.
 
-    Archives must have passed `check_archives` first. Fashion-MNIST's `.gz` are md5-checked there; EMNIST's
-    individual `.gz` (in `raw/` or in `raw/gzip/`, where torchvision unpacks the zip) have no published md5.
+    Archives must have passed `check_archives` first. Fashion-MNIST's `.gz` are checked there (md5, else content);
+    EMNIST's individual `.gz` (in `raw/` or in `raw/gzip/`, where torchvision unpacks the zip) have no published md5.
     """
     missing = []
     zips = [raw / a.filename for a in archives(name) if a.filename.endswith(".zip")]
@@ -170,6 +313,35 @@ def extract_missing(name: str, raw: Path) -> list[str]:
         elif not any(z.is_file() and extract_from_zip(z, f, dest) for z in zips):
             missing.append(f)
     return missing
+
+
+def take_from_system(name: str, raw: Path, missing: list[str]) -> tuple[list[str], list[str]]:
+    """Decompress each missing Fashion-MNIST file from a `FASHION_SYSTEM_FOLDERS` `.gz` into `raw`, verified by content.
+
+    The system folders are only read. A system archive whose content fails is skipped (the next folder is tried).
+    Return the names still missing and, for the error, what was wrong with the system archives skipped.
+    """
+    if name != "fashion":
+        return missing, []
+    still, problems = [], []
+    for filename in missing:
+        expected = pinned_sha256(name, filename)
+        for src in (folder / f"{filename}.gz" for folder in FASHION_SYSTEM_FOLDERS):
+            if not src.is_file():
+                continue
+            try:
+                gunzip(src, raw / filename, sha256=expected)
+            except ContentMismatch as err:
+                log.warning("%s: not using %s: %s", name, src, err)
+                problems.append(f"{err} (reinstall it: apt-get install --reinstall {DEBIAN_FASHION_PACKAGE})")
+                continue
+            origin = f"Debian's {DEBIAN_FASHION_PACKAGE}" if src.parent == DEBIAN_FASHION_FOLDER else "system folder"
+            log.info("%s: %s decompressed from %s (%s)%s", name, filename, src, origin,
+                     ", content verified" if expected else "")
+            break
+        else:
+            still.append(filename)
+    return still, problems
 
 
 def probe_address(url: str) -> tuple[str, int]:
@@ -217,15 +389,16 @@ def _urls(name: str) -> list[str]:
 def offline_error(name: str, root: str | os.PathLike, missing: list[str], reason: str) -> RuntimeError:
     """The error for raw files that are absent and cannot be downloaded: what to fetch, from where, to where."""
     raw = raw_folder(name, root)
-    if name == "emnist":
-        (archive,) = archives(name)
-        fetch = (f"download {archive.urls[0]} (md5 {archive.md5}) and put {archive.filename} in {raw}/, or put "
-                 f"the files listed (uncompressed, or as .gz from the zip's gzip/ folder) there")
-    else:
-        mirrors = dict.fromkeys(u.removesuffix(a.filename) for a in archives(name) for u in a.urls)
-        fetch = (f"download {', '.join(a.filename for a in archives(name))} from {' or '.join(mirrors)} "
-                 f"(md5s in torchvision.datasets.FashionMNIST.resources) and put them in {raw}/ (or the files "
-                 "listed, uncompressed)")
+    if name == "fashion":
+        folders = ", ".join(f"{folder}/" for folder in FASHION_SYSTEM_FOLDERS)
+        return RuntimeError(
+            f"{name}: raw files missing from {raw}/: {', '.join(missing)}; not in the system folders ({folders}) "
+            f"either; no download ({reason}). Get them in one of three ways: {fashion_fixes(raw)}. Files put there "
+            "by hand are used without a download and checked by content."
+        )
+    (archive,) = archives(name)
+    fetch = (f"download {archive.urls[0]} (md5 {archive.md5}) and put {archive.filename} in {raw}/, or put "
+             f"the files listed (uncompressed, or as .gz from the zip's gzip/ folder) there")
     return RuntimeError(
         f"{name}: raw files missing from {raw}/: {', '.join(missing)}; no download ({reason}). On a machine with "
         f"internet {fetch}. Files put there by hand are used without a download (archives are md5-checked); "
@@ -233,13 +406,17 @@ def offline_error(name: str, root: str | os.PathLike, missing: list[str], reason
     )
 
 
-def download_missing(name: str, root: str | os.PathLike, missing: list[str]) -> None:
-    """Fetch the archives of `name` with torchvision's `download_url` (md5-checked), failing fast when offline."""
+def download_missing(name: str, root: str | os.PathLike, missing: list[str], skipped: Sequence[str] = ()) -> None:
+    """Fetch the archives of `name` with torchvision's `download_url` (md5-checked), failing fast when offline.
+
+    `skipped`: what was wrong with the other sources, added to the error if the download fails too.
+    """
     raw = raw_folder(name, root)
     addresses = list(dict.fromkeys(probe_address(u) for u in _urls(name)))
     if not any(reachable(a) for a in addresses):
         hosts = ", ".join(f"{host}:{port}" for host, port in addresses)
-        raise offline_error(name, root, missing, f"could not connect to {hosts}, tried for up to {PROBE_TIMEOUT_S:g} s")
+        raise offline_error(name, root, missing, "; ".join(
+            [f"could not connect to {hosts}, tried for up to {PROBE_TIMEOUT_S:g} s", *skipped]))
     for archive in archives(name):
         if (raw / archive.filename).is_file():
             continue
@@ -253,23 +430,32 @@ def download_missing(name: str, root: str | os.PathLike, missing: list[str]) -> 
                 errors.append(f"{url}: {err}")
         else:
             check_archives(name, raw)  # a corrupt download is named and moved aside here
-            raise offline_error(name, root, missing, "download failed: " + "; ".join(errors))
+            raise offline_error(name, root, missing, "; ".join(["download failed: " + "; ".join(errors), *skipped]))
 
 
-def prepare_raw(name: str, root: str | os.PathLike, download: bool) -> Path:
-    """Make sure the uncompressed raw files torchvision reads are in place; return the raw folder."""
+def prepare_raw(name: str, root: str | os.PathLike, download: bool, system: bool = True) -> Path:
+    """Make sure the uncompressed raw files torchvision reads are in place and verified; return the raw folder.
+
+    Sources, in order: the raw folder (files, or archives beside them), the system folders (Fashion-MNIST; only
+    with `system`), a download (only with `download`). Every file with a pinned digest is checked by content at
+    the end.
+    """
     raw = raw_folder(name, root)
     check_archives(name, raw)
     missing = extract_missing(name, raw) if raw.is_dir() else needed_files(name)
+    problems: list[str] = []
+    if system:
+        missing, problems = take_from_system(name, raw, missing)
     if missing:
         if not download:
-            raise offline_error(name, root, missing, "download=False")
+            raise offline_error(name, root, missing, "; ".join(["download=False", *problems]))
         raw.mkdir(parents=True, exist_ok=True)
-        download_missing(name, root, missing)
+        download_missing(name, root, missing, problems)
         check_archives(name, raw)
         missing = extract_missing(name, raw)
         if missing:
             raise offline_error(name, root, missing, "the downloaded archives lack them")
+    verify_content(name, raw)
     return raw
 
 
@@ -309,10 +495,10 @@ def load_split(name: str, root: str | os.PathLike, split: str) -> tuple[torch.Te
     return (upright_emnist(images) if name == "emnist" else images), labels
 
 
-def load_torchvision(name: str, root: str | os.PathLike,
-                     download: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def load_torchvision(name: str, root: str | os.PathLike, download: bool,
+                     system: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Both splits of `name` as uint8 images (n,28,28), upright, and int64 labels, fetching files if allowed."""
-    prepare_raw(name, root, download)
+    prepare_raw(name, root, download, system)
     return {split: load_split(name, root, split) for split in SPLITS}
 
 
@@ -322,9 +508,11 @@ def to_arrays(images: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarra
             "labels": labels.numpy().astype(np.int64)}
 
 
-def convert(name: str, root: str | os.PathLike, out_h5: str | os.PathLike, download: bool) -> None:
-    """Load `name` from `root` (downloading if allowed) and write it to `out_h5` in the layout of `data.py`."""
-    loaded = load_torchvision(name, root, download)
+def convert(name: str, root: str | os.PathLike, out_h5: str | os.PathLike, download: bool,
+            system: bool = True) -> None:
+    """Load `name` from `root` (else from the system folders if `system`, else downloading if allowed) and write
+    it to `out_h5` in the layout of `data.py`."""
+    loaded = load_torchvision(name, root, download, system)
     splits = {split: to_arrays(*loaded[split]) for split in SPLITS}
     raw = raw_folder(name, root)
     attrs = {

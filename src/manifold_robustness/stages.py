@@ -87,11 +87,12 @@ def build_fonts(fonts_cfg: dict, out: str, archive_dir: str | None = None) -> No
     log.info("wrote %s: %d train, %d test images", out, len(splits["train"]["labels"]), len(splits["test"]["labels"]))
 
 
-def build_torchvision(name: str, root: str, out: str, download: bool) -> None:
-    """EMNIST (digits) or Fashion-MNIST from `root` (downloaded there when allowed) into the shared layout."""
+def build_torchvision(name: str, root: str, out: str, download: bool, system: bool = True) -> None:
+    """EMNIST (digits) or Fashion-MNIST from `root` (else the system folders if `system`, else downloaded there
+    when allowed) into the shared layout."""
     from .datasets import convert  # torchvision: only this stage needs it
 
-    convert(name, root, out, download)
+    convert(name, root, out, download, system)
 
 
 def load_tensors(data_path: str, split: str, device: torch.device,

@@ -55,5 +55,6 @@ rule torchvision_data:
     params:
         root="resources/{dataset}",
         download=config["download"],
+        system=config["system_datasets"],
     script:
         "../scripts/torchvision_data.py"

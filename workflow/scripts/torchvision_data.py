@@ -3,4 +3,5 @@
 from manifold_robustness.stages import build_torchvision, log_to
 
 log_to(snakemake.log[0])
-build_torchvision(snakemake.wildcards.dataset, snakemake.params.root, snakemake.output[0], snakemake.params.download)
+params = snakemake.params
+build_torchvision(snakemake.wildcards.dataset, params.root, snakemake.output[0], params.download, params.system)
