@@ -172,6 +172,42 @@ def test_fig1_rejects_a_dataset_file_with_other_labels(panels: list[dict], tmp_p
         fig1_examples(panels, tmp_path / "f1.pdf", tmp_path / "f1.png", n_examples=3)
 
 
+def figure_texts(fig) -> set[str]:
+    """Every axis label and text drawn in a figure."""
+    return {t.get_text() for ax in fig.axes for t in (ax.xaxis.label, ax.yaxis.label, ax.title)} | {
+        t.get_text() for t in fig.texts}
+
+
+def test_fig1_names_the_classes(panels: list[dict], tmp_path: Path, monkeypatch) -> None:
+    drawn = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, *paths: drawn.append(fig))
+    fig1_examples(panels, tmp_path / "f1.pdf", tmp_path / "f1.png", n_examples=3)
+    texts = figure_texts(drawn[0])
+    with h5py.File(panels[0]["data"]) as h5:
+        letters = {"ABCDEFGHIJ"[label] for label in h5["test/labels"][()]}
+    shown = {t for t in texts if len(t) == 1 and t.isalpha()}
+    assert shown and shown <= letters, texts  # FONTS captions are letters of the test set, not numbers
+    assert not any(t.startswith("label ") for t in texts)
+    assert any(t.startswith("→ ") for t in texts)  # the class each adversarial example is taken for
+
+
+def test_class_names() -> None:
+    assert figures.class_name("fonts", 0) == "A" and figures.class_name("fonts", 9) == "J"
+    assert figures.class_name("fashion", 9) == "Ankle boot" and figures.class_name("fashion", 0) == "T-shirt/top"
+    assert figures.class_name("emnist", 7) == "7"
+    assert figures.class_name("other", 3) == "3"
+    assert all(len(names) == 10 for names in figures.CLASS_NAMES.values())
+
+
+def test_vaegan_sample_grid_names_the_classes(tmp_path: Path, monkeypatch) -> None:
+    drawn = []
+    close = figures.plt.close
+    monkeypatch.setattr(figures.plt, "close", lambda fig: (drawn.append(fig), close(fig)))
+    samples = np.random.default_rng(0).random((10, 2, 1, 28, 28), dtype=np.float32)
+    vaegan_sample_grid(samples, tmp_path / "grid.png", title="FASHION: VAE-GAN samples", dataset="fashion")
+    assert set(figures.CLASS_NAMES["fashion"]) <= figure_texts(drawn[0])
+
+
 def test_vaegan_sample_grid(tmp_path: Path) -> None:
     samples = np.random.default_rng(0).random((3, 4, 1, 28, 28), dtype=np.float32)
     vaegan_sample_grid(samples, tmp_path / "grid.png", title="FONTS: VAE-GAN samples")

@@ -20,6 +20,19 @@ import seaborn as sns  # noqa: E402
 from .io import atomic_path  # noqa: E402
 
 MODE_LABELS = {"normal": "normal training", "adversarial": "adversarial training"}
+# Class names by label, as the datasets define them (Fashion-MNIST's are torchvision's FashionMNIST.classes).
+CLASS_NAMES = {
+    "fonts": tuple("ABCDEFGHIJ"),
+    "emnist": tuple("0123456789"),
+    "fashion": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                "Ankle boot"),
+}
+
+
+def class_name(dataset: str, label: int) -> str:
+    """The name of class `label` of `dataset` (a letter, digit or garment); the number for unknown datasets."""
+    names = CLASS_NAMES.get(dataset)
+    return names[label] if names is not None and 0 <= label < len(names) else str(label)
 SUCCESS_LABELS = {"pgd_success": "PGD success rate (per restart)", "pgd_success_any": "PGD success rate (any restart)"}
 
 
@@ -176,15 +189,17 @@ def _image_axis(ax: plt.Axes, image: np.ndarray, xlabel: str = "", cmap=None, vm
 
 
 def _draw_example_row(axes: Sequence[plt.Axes], columns: list[str], image: np.ndarray, label: int,
-                      records: dict[str, dict], index: int) -> None:
-    """One example: test image, PGD adversarial, normalized difference, on-manifold adversarials."""
+                      records: dict[str, dict], index: int, dataset: str) -> None:
+    """One example: test image, PGD adversarial, normalized difference, on-manifold adversarials; captions name
+    the true class and the class each adversarial example is taken for."""
     cells = dict(zip(columns, axes))
-    _image_axis(cells["test"], image[0], f"label {label}")
+    _image_axis(cells["test"], image[0], class_name(dataset, label))
     cells["test"].set_ylabel(f"test #{index}", fontsize=6)
     for name, record in records.items():
         rows = _positions(record["index"], np.array([index]))
         pred = _best_pred(record, rows)
-        _image_axis(cells[name], record["adversarial"][rows[0], 0], "" if pred is None else f"pred {int(pred[0])}")
+        caption = "" if pred is None else f"→ {class_name(dataset, int(pred[0]))}"
+        _image_axis(cells[name], record["adversarial"][rows[0], 0], caption)
     delta = records["pgd"]["adversarial"][_positions(records["pgd"]["index"], np.array([index]))[0], 0] - image[0]
     scale = float(np.abs(delta).max())
     _image_axis(cells["diff"], delta / scale if scale > 0 else delta, f"max|δ| {scale:.2f}", DIFF_CMAP, -1.0, 1.0)
@@ -222,7 +237,7 @@ def fig1_examples(panels: list[dict], pdf: str | os.PathLike, png: str | os.Path
     for dataset, records, chosen, images, labels in blocks:
         axes = [[fig.add_subplot(grid[start + row, c]) for c in range(len(columns))] for row in range(len(chosen))]
         for row, index in enumerate(chosen):
-            _draw_example_row(axes[row], columns, images[row], int(labels[row]), records, int(index))
+            _draw_example_row(axes[row], columns, images[row], int(labels[row]), records, int(index), dataset)
         if start == 0:
             for ax, name in zip(axes[0], columns):
                 ax.set_title(FIG1_TITLES[name], fontsize=7)
@@ -388,8 +403,9 @@ def fig3_onmanifold_robustness(df: pd.DataFrame, pdf: str | os.PathLike, png: st
 
 # --- VAE-GAN sample grid ------------------------------------------------------------------------------------------
 
-def vaegan_sample_grid(samples: np.ndarray, png: str | os.PathLike, title: str) -> None:
-    """Grid of VAE-GAN samples (rows: classes, columns: samples) from a (K, S, 1, 28, 28) array; PNG only."""
+def vaegan_sample_grid(samples: np.ndarray, png: str | os.PathLike, title: str, dataset: str = "") -> None:
+    """Grid of VAE-GAN samples (rows: classes, named as `dataset` names them; columns: samples) from a
+    (K, S, 1, 28, 28) array; PNG only."""
     samples = np.asarray(samples)
     if samples.ndim != 5 or samples.shape[2:] != (1, 28, 28) or 0 in samples.shape[:2]:
         raise ValueError(f"VAE-GAN samples must be (classes, samples, 1, 28, 28), got {samples.shape}")
@@ -399,7 +415,7 @@ def vaegan_sample_grid(samples: np.ndarray, png: str | os.PathLike, title: str) 
     for k in range(n_classes):
         for s in range(n_samples):
             _image_axis(axes[k, s], samples[k, s, 0])
-        axes[k, 0].set_ylabel(str(k), fontsize=6, rotation=0, labelpad=6, va="center")
+        axes[k, 0].set_ylabel(class_name(dataset, k), fontsize=6, rotation=0, ha="right", va="center")
     fig.subplots_adjust(wspace=0.08, hspace=0.08, top=1.0 - 0.35 / fig.get_figheight())
     fig.suptitle(title, fontsize=8)
     with atomic_path(png) as tmp:

@@ -370,7 +370,8 @@ def vaegan_quality(dataset: str, vaegan_paths: list[str], record_paths: list[str
         grid.append(images[:10].cpu().numpy())
     df = pd.DataFrame(rows)
     write_table(df, out_csv)
-    vaegan_sample_grid(np.stack(grid), out_png, title=f"{dataset.upper()}: VAE-GAN samples (rows: classes)")
+    vaegan_sample_grid(np.stack(grid), out_png, title=f"{dataset.upper()}: VAE-GAN samples (rows: classes)",
+                       dataset=dataset)
     log.info("VAE-GAN quality for %s:\n%s", dataset, df[["label", "reconstruction_error_test", "sample_accuracy"]])
 
 
