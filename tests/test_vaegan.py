@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import copy
 import math
 import re
@@ -50,6 +52,7 @@ def trained(class_images):
 @pytest.mark.parametrize("bad", [
     {"latent_dim": 0}, {"beta": 0.0}, {"beta": -1.0}, {"gamma": -0.1}, {"lr": 0.0}, {"truncation": 0.0},
     {"channels": ()}, {"channels": (8, 0)}, {"batch_size": 0}, {"epochs": -1},
+    {"max_steps": -1},
 ])
 def test_config_validation_names_the_key(bad):
     key, value = next(iter(bad.items()))
@@ -108,6 +111,22 @@ def test_truncated_normal_matches_distribution():
     assert stats.kstest(z.flatten().numpy(), stats.truncnorm(-bound, bound).cdf).pvalue > 1e-3
 
 
+def test_step_budget_stops_within_an_epoch_and_matches_the_unbudgeted_run(class_images):
+    cfg = small_config(epochs=3)  # 80 images in batches of 40: 2 steps per epoch
+    images = class_images[:80]
+    budgeted, history = train_vaegan(images, replace(cfg, max_steps=3), progress=False)
+    assert [(h["epoch"], h["images"], h["steps"]) for h in history] == [(0, 80, 2), (1, 40, 3)]
+    # The budget only stops early: a budget of 2 steps is exactly one unbudgeted epoch (2 steps).
+    one_epoch, _ = train_vaegan(images, replace(cfg, epochs=1), progress=False)
+    two_steps, _ = train_vaegan(images, replace(cfg, max_steps=2), progress=False)
+    for a, b in zip(one_epoch.state_dict().values(), two_steps.state_dict().values()):
+        assert torch.equal(a, b)
+    assert any(not torch.equal(a, b) for a, b in zip(budgeted.state_dict().values(),
+                                                     one_epoch.state_dict().values()))
+    unlimited, history = train_vaegan(images, replace(cfg, max_steps=0), progress=False)
+    assert [h["steps"] for h in history] == [2, 4, 6]
+
+
 def test_truncated_normal_seeded():
     a = truncated_normal(10, 3, 2.0, torch.Generator().manual_seed(5))
     b = truncated_normal(10, 3, 2.0, torch.Generator().manual_seed(5))
@@ -119,7 +138,7 @@ def test_training_lowers_loss_and_reconstruction_error(trained, class_images):
     model, history, cfg = trained
     assert isinstance(model, VAEGAN) and not model.training and model.cfg == cfg
     assert [h["epoch"] for h in history] == list(range(cfg.epochs))
-    assert set(history[0]) == {"epoch", "loss", "kl", "l1", "gan", "disc", "seconds"}
+    assert set(history[0]) == {"epoch", "loss", "kl", "l1", "gan", "disc", "images", "steps", "seconds"}
     assert history[-1]["loss"] < 0.2 * history[0]["loss"]
     assert history[-1]["l1"] < history[0]["l1"]
     for h in history:

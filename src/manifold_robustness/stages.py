@@ -310,10 +310,11 @@ def compute_distances(dataset: str, data_path: str, pgd_path: str, onmanifold_pa
 
 
 def vaegan_settings(vaegan_cfg: dict, dataset: str) -> VAEGANConfig:
-    """The VAE-GAN settings of one dataset (beta and epochs are set per dataset in the config)."""
+    """The VAE-GAN settings of one dataset (beta, epochs and the step budget are set per dataset in the config)."""
     return VAEGANConfig(latent_dim=vaegan_cfg["latent_dim"], channels=tuple(vaegan_cfg["channels"]),
                         beta=vaegan_cfg["beta"][dataset], gamma=vaegan_cfg["gamma"], lr=vaegan_cfg["lr"],
                         batch_size=vaegan_cfg["batch_size"], epochs=vaegan_cfg["epochs"][dataset],
+                        max_steps=vaegan_cfg["max_steps"][dataset],
                         seed=vaegan_cfg["seed"], truncation=vaegan_cfg["truncation"])
 
 

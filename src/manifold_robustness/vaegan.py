@@ -59,6 +59,9 @@ class VAEGANConfig:
     lr: float = 0.005
     batch_size: int = 100
     epochs: int = 10
+    # Optimizer steps after which training stops even within an epoch; 0: none, the epochs decide. A budget in
+    # steps keeps the cost of a class independent of how many images it has (FONTS grows with the fonts found).
+    max_steps: int = 0
     seed: int = 0
     truncation: float = 2.0
 
@@ -73,6 +76,7 @@ class VAEGANConfig:
             "lr": self.lr > 0,
             "batch_size": self.batch_size >= 1,
             "epochs": self.epochs >= 0,
+            "max_steps": self.max_steps >= 0,
             "truncation": self.truncation > 0,
         }
         for key, ok in checks.items():
@@ -289,13 +293,18 @@ def train_vaegan(images: torch.Tensor, cfg: VAEGANConfig, name: str = "vaegan", 
     opt_disc = Adam(model.discriminator.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     shuffle = torch.Generator().manual_seed(cfg.seed)
     noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    n, last_total = len(images), None
+    n, last_total, steps_done = len(images), None, 0
     history: list[dict] = []
     bar = tqdm(range(cfg.epochs), desc=f"{name} N={n}", disable=not progress, mininterval=5)
     for epoch in bar:
+        if cfg.max_steps and steps_done >= cfg.max_steps:
+            break
         start, sums, count = time.perf_counter(), dict.fromkeys(LOSS_TERMS, 0.0), 0
         model.train()
         for step, batch in enumerate(torch.randperm(n, generator=shuffle).to(device).split(cfg.batch_size)):
+            if cfg.max_steps and steps_done >= cfg.max_steps:
+                break
+            steps_done += 1
             x = images[batch]
             mean, logvar = model.encode(x)
             eps = torch.randn(mean.shape, generator=noise, device=device, dtype=mean.dtype)
@@ -323,7 +332,7 @@ def train_vaegan(images: torch.Tensor, cfg: VAEGANConfig, name: str = "vaegan", 
             for key in LOSS_TERMS:
                 sums[key] += values[key] * len(x)
         history.append({"epoch": epoch, **{key: sums[key] / max(count, 1) for key in LOSS_TERMS},
-                        "seconds": time.perf_counter() - start})
+                        "images": count, "steps": steps_done, "seconds": time.perf_counter() - start})
         bar.set_postfix(loss=f"{history[-1]['loss']:.2f}")
         log.info("%s epoch %d loss %.3f kl %.3f l1 %.3f gan %.3f disc %.3f (%.1fs)", name, epoch,
                  *(history[-1][key] for key in LOSS_TERMS), history[-1]["seconds"])
