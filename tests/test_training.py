@@ -12,6 +12,7 @@ import torch
 
 from manifold_robustness.attack_io import load_success_rates, save_attack
 from manifold_robustness.attacks import AttackConfig, AttackResult, pgd, pgd_adversary, success_rates
+from manifold_robustness.data import write_dataset
 from manifold_robustness.device import Adam, fast_layout
 from manifold_robustness.tables import COLUMNS, metrics_row, metrics_table
 from manifold_robustness.training import (
@@ -260,3 +261,31 @@ def test_fast_layout_keeps_what_the_classifier_computes(train_tensors):
     x = train_tensors[0][:64]
     with torch.no_grad():
         torch.testing.assert_close(fast(x), plain(x), atol=1e-5, rtol=1e-4)
+
+
+def test_a_setting_job_trains_each_seed_as_a_process_of_its_own_would(tmp_path, fonts_data, glyph_bank):
+    """Seeds trained one after another in one process (`for_each_seed`, as a setting job does) give exactly the
+    models and metrics of each seed trained alone: nothing of one seed's run (RNG state, buffers) leaks into the
+    next. Adversarial training, so the attack's random starts are covered too."""
+    from manifold_robustness import stages
+
+    data = tmp_path / "fonts.h5"
+    write_dataset(data, fonts_data, glyph_bank[0], [str(p) for p in glyph_bank[1]])
+    cfg = {"epochs": 2, "batch_size": 50, "lr": 0.01, "lr_decay": 0.95, "weight_decay": 1e-4, "subset_seed": 0,
+           "adversarial_fraction": 0.5, "adversarial_attack": {"eps": 0.3, "steps": 2, "step_size": 0.15}}
+
+    def run(seed, model, metrics):
+        return stages.train(str(data), model, metrics, "fonts", "adversarial", 200, seed, cfg, "cpu", 1)
+
+    together = stages.for_each_seed(run, [1, 0], [tmp_path / f"s{s}.pt" for s in (1, 0)],
+                                    [tmp_path / f"s{s}.json" for s in (1, 0)])
+    alone = run(0, tmp_path / "alone.pt", tmp_path / "alone.json")
+    assert [m["seed"] for m in together] == [1, 0]
+    assert together[1]["test_error"] == alone["test_error"] and together[1]["history"][-1]["loss"] == \
+        alone["history"][-1]["loss"]
+    assert together[0]["test_error"] != alone["test_error"] or together[0]["history"] != alone["history"]
+    a, b = torch.load(tmp_path / "s0.pt", weights_only=True), torch.load(tmp_path / "alone.pt", weights_only=True)
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    with pytest.raises(ValueError, match="one path per seed"):
+        stages.for_each_seed(run, [0, 1], [tmp_path / "x.pt"], [tmp_path / "x.json", tmp_path / "y.json"])

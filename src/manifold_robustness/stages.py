@@ -179,6 +179,16 @@ def train(data_path: str, model_path: str, metrics_path: str, dataset: str, mode
     return metrics
 
 
+def for_each_seed(stage, seeds: list[int], *per_seed_paths: list[str]) -> list:
+    """Run `stage(seed, *paths)` for the models of one setting (dataset, mode, N), one seed after another in this
+    process: each model is exactly the one a process of its own makes, and the process start-up (importing torch,
+    reading the data) is paid once per setting."""
+    if any(len(paths) != len(seeds) for paths in per_seed_paths):
+        raise ValueError(f"one path per seed is needed: seeds {list(seeds)}, paths "
+                         f"{[list(paths) for paths in per_seed_paths]}")
+    return [stage(int(seed), *paths) for seed, *paths in zip(seeds, *per_seed_paths)]
+
+
 def attack_pgd(data_path: str, model_path: str, out: str, pgd_cfg: dict, device_name: str = "auto",
                threads: int = 1) -> dict:
     """Attack the fixed evaluation subset of the test set with L_inf PGD and write the per-example record."""

@@ -1,25 +1,26 @@
 # Attacks: L_inf PGD and on-manifold attacks (true and learned manifold) on fixed subsets of test images,
-# with per-example records.
+# with per-example records; one job per setting (dataset, mode, N) attacks the models of all seeds.
 
 
 rule attack_pgd:
     input:
         data="results/data/{dataset}.h5",
-        model=f"results/classifiers/{RUN}/model.pt",
+        models=per_seed(f"results/classifiers/{RUN}/model.pt"),
     output:
-        f"results/attacks/{RUN}/pgd.h5",
+        per_seed(f"results/attacks/{RUN}/pgd.h5"),
     log:
-        f"logs/attack_pgd/{RUN}.log",
+        f"logs/attack_pgd/{SETTING}.log",
     benchmark:
-        f"results/benchmarks/attack_pgd/{RUN}.tsv"
+        f"results/benchmarks/attack_pgd/{SETTING}.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: config["pgd"]["threads"]
     resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=setting_runtime(60),
         gpu=gpu_count,
     params:
+        seeds=SEEDS,
         pgd=config["pgd"],
         device=config["device"],
     script:
@@ -29,22 +30,23 @@ rule attack_pgd:
 rule attack_onmanifold:
     input:
         data="results/data/{dataset}.h5",
-        model=f"results/classifiers/{RUN}/model.pt",
+        models=per_seed(f"results/classifiers/{RUN}/model.pt"),
         vaegans=onmanifold_vaegans,
     output:
-        f"results/attacks/{RUN}/onmanifold.h5",
+        per_seed(f"results/attacks/{RUN}/onmanifold.h5"),
     log:
-        f"logs/attack_onmanifold/{RUN}.log",
+        f"logs/attack_onmanifold/{SETTING}.log",
     benchmark:
-        f"results/benchmarks/attack_onmanifold/{RUN}.tsv"
+        f"results/benchmarks/attack_onmanifold/{SETTING}.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: config["onmanifold"]["threads"]
     resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=setting_runtime(60),
         gpu=gpu_count,
     params:
+        seeds=SEEDS,
         manifold=onmanifold_kind,
         onmanifold=config["onmanifold"],
         device=config["device"],
@@ -55,14 +57,14 @@ rule attack_onmanifold:
 rule attack_onmanifold_learned:
     input:
         data="results/data/{dataset}.h5",
-        model=f"results/classifiers/{RUN}/model.pt",
+        models=per_seed(f"results/classifiers/{RUN}/model.pt"),
         vaegans=vaegan_models,
     output:
-        f"results/attacks/{RUN}/onmanifold_learned.h5",
+        per_seed(f"results/attacks/{RUN}/onmanifold_learned.h5"),
     log:
-        f"logs/attack_onmanifold_learned/{RUN}.log",
+        f"logs/attack_onmanifold_learned/{SETTING}.log",
     benchmark:
-        f"results/benchmarks/attack_onmanifold_learned/{RUN}.tsv"
+        f"results/benchmarks/attack_onmanifold_learned/{SETTING}.tsv"
     wildcard_constraints:
         dataset="|".join(TRUE_MANIFOLD),
     conda:
@@ -70,9 +72,10 @@ rule attack_onmanifold_learned:
     threads: config["onmanifold"]["threads"]
     resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=setting_runtime(60),
         gpu=gpu_count,
     params:
+        seeds=SEEDS,
         manifold="learned",
         onmanifold=config["onmanifold"],
         device=config["device"],

@@ -27,6 +27,10 @@ wildcard_constraints:
 
 
 RUN = "{dataset}/{mode}/N{n}/seed{seed}"
+# One job per setting trains (or attacks) the models of all seeds, one after another in one process: a job's
+# start-up (importing torch, reading the data) is then paid once per setting rather than once per model.
+SETTING = "{dataset}/{mode}/N{n}"
+SEEDS = sorted(config["classifiers"]["seeds"])
 # Datasets whose manifold is known exactly (rendered by a true decoder).
 TRUE_MANIFOLD = ("fonts",)
 N_CLASSES = 10
@@ -56,6 +60,16 @@ def classifier_runs():
         for n in sorted(cls["n_train"])
         for s in cls["seeds"]
     ]
+
+
+def per_seed(pattern):
+    """`pattern` (with the RUN wildcards) for every seed, the setting's wildcards left open: a setting job's files."""
+    return expand(pattern, seed=SEEDS, allow_missing=True)
+
+
+def setting_runtime(minutes_per_model):
+    """Scheduler runtime (minutes) of a setting job: one model's limit per seed."""
+    return minutes_per_model * len(SEEDS)
 
 
 def per_run(pattern):

@@ -1,8 +1,10 @@
-"""Snakemake adapter: on-manifold attack (true or learned manifold) against one classifier."""
+"""Snakemake adapter: on-manifold attack (true or learned manifold) against the classifiers of one setting."""
 
-from manifold_robustness.stages import attack_onmanifold, log_to
+from manifold_robustness.stages import attack_onmanifold, for_each_seed, log_to
 
 log_to(snakemake.log[0])
-attack_onmanifold(snakemake.input.data, snakemake.input.model, snakemake.output[0], snakemake.params.manifold,
-                  snakemake.params.onmanifold, list(snakemake.input.vaegans), snakemake.params.device,
-                  snakemake.threads)
+params = snakemake.params
+for_each_seed(lambda seed, model, out: attack_onmanifold(snakemake.input.data, model, out, params.manifold,
+                                                         params.onmanifold, list(snakemake.input.vaegans),
+                                                         params.device, snakemake.threads),
+              params.seeds, snakemake.input.models, snakemake.output)
