@@ -5,8 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SNAKEMAKE_ARGS ?=
+# Another config on top of config/config.yaml, e.g. CONFIG=config/fonts.yaml (FONTS alone).
+CONFIG ?=
 
-.PHONY: run test lint clean
+.PHONY: run test lint clean fashion-data
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=python3.11)")'
@@ -16,10 +18,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps torchattacks==3.5.1
 	touch $@
 
-run: $(STAMP)
-	$(BIN)/snakemake --cores all --show-failed-logs $(SNAKEMAKE_ARGS)
+# Fashion-MNIST offline: Debian's dataset-fashion-mnist, installed where it is missing and apt-get can (root).
+fashion-data:
+	@bash scripts/install_fashion_mnist.sh
 
-test: $(STAMP)
+run: $(STAMP) fashion-data
+	$(BIN)/snakemake --cores all --show-failed-logs $(if $(CONFIG),--configfile $(CONFIG)) $(SNAKEMAKE_ARGS)
+
+test: $(STAMP) fashion-data
 	$(BIN)/python -m pytest -q -ra
 
 lint: $(STAMP)
