@@ -1,6 +1,7 @@
 """GPU compute the paper grid needs: its work counted from a config, times costs per unit of work. Two tables.
 
-1. As the workflow runs today (one model per job, batch 100, a GPU per job): training counted in image-epochs
+1. As the workflow runs today (one job per setting training its seeds one after another, batch 100, a GPU per
+   job): training counted in image-epochs
    (N x epochs per model), each attack job and each job's start-up as one unit. The costs were measured on one
    NVIDIA H200 with the package's own stages (FONTS, N=2000, 5 epochs, batch 100; on-manifold attacks on 1000
    images x 5 restarts): pass your own with the flags below.
@@ -74,7 +75,7 @@ def estimate(cfg: dict, startup_s: float, vaegan_s: float) -> dict[str, float]:
         n_attacks = 3 if dataset == "fonts" else 2  # PGD, on-manifold (and the learned manifold on FONTS)
         images = cfg["pgd"]["n_test"] + (n_attacks - 1) * cfg["onmanifold"]["n_test"]
         out["attacks"] = out.get("attacks", 0.0) + runs * images * ATTACK_S_PER_IMAGE
-        jobs += runs * (1 + n_attacks) + 10
+        jobs += len(cls["n_train"]) * len(modes) * (1 + n_attacks) + 10  # a job per setting, its seeds in turn
         out["vaegan"] = out.get("vaegan", 0.0) + train_size(cfg, dataset) * cfg["vaegan"]["epochs"][dataset] * vaegan_s
     out["job start-up"] = jobs * startup_s
     return out
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="FLOP rate of the VAE-GAN networks over the classifier's, for table 2 (assumed: 1)")
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
-    print(f"1. {args.config.name} as the workflow runs today (one model per job, batch 100; H200-measured costs):")
+    print(f"1. {args.config.name} as the workflow runs today (one model at a time, batch 100; H200-measured costs):")
     print_table(estimate(cfg, args.startup_s, args.vaegan_s))
     print(f"2. {args.config.name} planned: the same work in FLOPs at one H200's large-batch throughput "
           "(extrapolated from anchors, not measured here):")

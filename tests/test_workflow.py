@@ -360,3 +360,40 @@ def test_torchvision_dataset_offline_fails_at_once_naming_files_and_folder(tmp_p
     assert f"resources/{dataset}/{raw}" in out and "Files put there by hand are used without a download" in out
     assert ("emnist-digits-train-images-idx3-ubyte" if dataset == "emnist" else "train-images-idx3-ubyte") in out
     assert not (tmp_path / f"results/data/{dataset}.h5").exists()
+
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+FASHION_ARCHIVES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                    "t10k-labels-idx1-ubyte.gz")
+
+
+@pytest.mark.skipif(not all((DEBIAN_FASHION / f).is_file() for f in FASHION_ARCHIVES),
+                    reason="Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist; "
+                           "`make test` installs it where it runs as root with apt-get)")
+def test_real_fashion_mnist_end_to_end(tmp_path: Path) -> None:
+    """The genuine Fashion-MNIST, found offline in Debian's package with no configuration, through every stage to
+    the table, the figures and a verdict on each claim."""
+    cfg = tiny_config()
+    cfg["datasets"], cfg["download"] = ["fashion"], False
+    cfg["vaegan"]["epochs"], cfg["vaegan"]["max_steps"] = {"fashion": 1}, {"fashion": 4}
+    proc = snakemake(tmp_path, "--show-failed-logs", config=write_config(tmp_path / "fashion.yaml", cfg))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    with h5py.File(tmp_path / "results/data/fashion.h5") as h5:
+        assert h5["train/images"].shape == (60_000, 1, 28, 28) and h5["test/images"].shape == (10_000, 1, 28, 28)
+        assert np.bincount(h5["train/labels"][()]).tolist() == [6000] * 10
+        assert np.bincount(h5["test/labels"][()]).tolist() == [1000] * 10
+    log = (tmp_path / "logs/torchvision_data/fashion.log").read_text()
+    assert str(DEBIAN_FASHION) in log and "content verified" in log
+    assert not list((tmp_path / "resources").rglob("*.bad"))  # genuine data is never moved aside
+    df = pd.read_csv(tmp_path / "results/tables/metrics.csv")
+    assert set(df["dataset"]) == {"fashion"}
+    assert set(df["mode"]) == set(MODES) - {"onmanifold_true"}  # no true manifold
+    assert set(df["onmanifold_manifold"]) == {"learned manifold"}
+    assert df["test_error"].between(0, 0.9).all()  # better than chance on real garments
+    doc = json.loads((tmp_path / "results/report/claims.json").read_text())
+    for claim in doc["claims"]:
+        assert claim["verdicts"]["fashion"] in ("PASS", "FAIL", "INCONCLUSIVE"), claim
+        assert claim["verdicts"]["fonts"] == "NOT RUN"
+    for name in ("fig1_examples", "fig2_manifold_distance", "fig3_onmanifold_robustness", "fig4_regular_robustness",
+                 "vaegan_samples_fashion"):
+        assert (tmp_path / f"results/figures/{name}.png").stat().st_size > 1000, name
