@@ -443,7 +443,7 @@ def fig2_manifold_distance(panels: list[dict], pdf: str | os.PathLike, png: str 
     if not panels:
         raise ValueError("Fig. 2 needs at least one dataset with its distance file")
     sns.set_theme(style="whitegrid", context="paper", font_scale=0.9)
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         dist = read_distances(panel["path"])
         labels = {"clean": "clean test images", "pgd": "regular (PGD) adversarial", "onmanifold": "on-manifold adversarial"}
@@ -456,6 +456,7 @@ def fig2_manifold_distance(panels: list[dict], pdf: str | os.PathLike, png: str 
                 ax.hist(values, bins=bins, density=True, alpha=0.45 if name != "clean" else 0.25, color=colors[name],
                         label=f"{labels[name]} (n={len(values)}, median {np.median(values):.2f})")
         ax.set(xlabel="L2 distance to the manifold", ylabel="density", title=panel["dataset"].upper())
-        ax.legend(fontsize=5.5, loc="upper right")
+        # Below the axes: inside, it covered the tallest bars wherever they fell.
+        ax.legend(fontsize=5.5, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
     fig.tight_layout()
     save_figure(fig, pdf, png)
