@@ -181,8 +181,8 @@ def train(data_path: str, model_path: str, metrics_path: str, dataset: str, mode
 
 def for_each_seed(stage, seeds: list[int], *per_seed_paths: list[str]) -> list:
     """Run `stage(seed, *paths)` for the models of one setting (dataset, mode, N), one seed after another in this
-    process: each model is exactly the one a process of its own makes, and the process start-up (importing torch,
-    reading the data) is paid once per setting."""
+    process: each model is exactly the one a process of its own makes, and the process start-up (importing torch
+    and the package, about 1.5 s) is paid once per setting."""
     if any(len(paths) != len(seeds) for paths in per_seed_paths):
         raise ValueError(f"one path per seed is needed: seeds {list(seeds)}, paths "
                          f"{[list(paths) for paths in per_seed_paths]}")

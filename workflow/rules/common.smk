@@ -28,7 +28,7 @@ wildcard_constraints:
 
 RUN = "{dataset}/{mode}/N{n}/seed{seed}"
 # One job per setting trains (or attacks) the models of all seeds, one after another in one process: a job's
-# start-up (importing torch, reading the data) is then paid once per setting rather than once per model.
+# start-up (importing torch and the package) is then paid once per setting rather than once per model.
 SETTING = "{dataset}/{mode}/N{n}"
 SEEDS = sorted(config["classifiers"]["seeds"])
 # Datasets whose manifold is known exactly (rendered by a true decoder).
