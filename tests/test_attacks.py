@@ -385,3 +385,84 @@ def test_training_config_variant():
     train_cfg = training_config(cfg)
     assert train_cfg.restarts == 1 and train_cfg.early_stop is False
     assert (train_cfg.eps, train_cfg.steps, train_cfg.optimizer, train_cfg.seed) == (0.2, 7, "adam", 3)
+
+
+class Toy3(torch.nn.Module):
+    """Three logits of a scalar variable v, quadratic in v, so that the loss along v is not convex: at v = 0 the
+    true class 0 wins (logits 1, 0.9, 0.9; loss 1.03) and the loss rises with v; at v = 1 class 1 wins (logits
+    1, 1.1, -10) with a lower loss (0.74). One signed step of 1.0 goes from the first point to the second."""
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        v = v.reshape(len(v), 1).double()
+        return torch.cat([torch.ones_like(v), 0.9 + v - 0.8 * v ** 2, 0.9 + v - 11.9 * v ** 2], dim=1)
+
+
+def toy_attack(early_stop: bool, steps: int = 1) -> AttackResult:
+    center = torch.zeros(1, 1, dtype=torch.float64)
+    cfg = AttackConfig(eps=0.0, steps=steps, step_size=1.0, restarts=1, early_stop=early_stop)
+    return box_attack(Toy3(), lambda v, rows: v, center, center - 2, center + 2, torch.zeros(1, dtype=torch.long),
+                      cfg)
+
+
+def test_toy_model_has_a_misclassified_iterate_with_a_lower_loss():
+    logits = Toy3()(torch.tensor([[0.0], [1.0]]))
+    losses = F.cross_entropy(logits, torch.zeros(2, dtype=torch.long), reduction="none")
+    assert logits.argmax(1).tolist() == [0, 1] and losses[1] < losses[0]
+
+
+def test_early_stop_keeps_the_first_misclassified_iterate_even_at_a_lower_loss():
+    result = toy_attack(early_stop=True)
+    assert result.steps_to_success.tolist() == [[1]]
+    assert result.success.tolist() == [[True]] and result.pred.tolist() == [[1]]
+    assert result.variables[0, 0].item() == 1.0
+    # Success and the first iterate that fools the model are one and the same event.
+    assert torch.equal(result.success, result.steps_to_success >= 0)
+
+
+def test_without_early_stop_the_lower_loss_misclassified_iterate_is_not_kept():
+    result = toy_attack(early_stop=False)  # adversarial training's rule: the highest-loss iterate, hit or not
+    assert result.variables[0, 0].item() == 0.0 and result.success.tolist() == [[False]]
+    assert result.loss[0, 0].item() == pytest.approx(F.cross_entropy(Toy3()(torch.zeros(1, 1)),
+                                                                     torch.zeros(1, dtype=torch.long)).item())
+    assert result.steps_to_success.tolist() == [[1]]  # the iterate at step 1 did fool the model
+
+
+@pytest.mark.parametrize("early_stop", [True, False])
+def test_steps_to_success_is_the_first_fooling_iterate(early_stop):
+    """A model that misclassifies everything is fooled at step 0, however many iterates follow."""
+
+    class Wrong(torch.nn.Module):
+        def forward(self, v):
+            return torch.cat([v.reshape(len(v), 1) * 0.0, torch.ones(len(v), 1, dtype=v.dtype) + v], dim=1)
+
+    center = torch.zeros(3, 1, dtype=torch.float64)
+    cfg = AttackConfig(eps=0.1, steps=4, step_size=0.05, restarts=2, early_stop=early_stop)
+    result = box_attack(Wrong(), lambda v, rows: v, center, center - 1, center + 1, torch.zeros(3, dtype=torch.long),
+                        cfg)
+    assert (result.steps_to_success == 0).all() and result.success.all()
+
+
+def test_adam_step_rule_equals_torch_adam_on_the_perturbation(double_model, attack_set):
+    """The adam step rule is torch.optim.Adam (maximizing the loss) on the variable, iterate by iterate: with no
+    early stop and a box too wide to bind, the kept variable is the reference trajectory's highest-loss iterate."""
+    x, y, _ = attack_set
+    images, labels = x[:4].double(), y[:4]
+    cfg = AttackConfig(eps=0.0, steps=6, optimizer="adam", adam_lr=0.02, restarts=1, early_stop=False)
+    lo, hi = images - 100.0, images + 100.0
+    result = box_attack(double_model, lambda v, rows: v, images, lo, hi, labels, cfg, clean_images=images)
+    v = images.clone().requires_grad_(True)
+    reference = torch.optim.Adam([v], lr=cfg.adam_lr, eps=1e-8, maximize=True)
+    iterates, losses = [], []
+    for t in range(cfg.steps + 1):
+        loss = F.cross_entropy(double_model(v), labels, reduction="none")
+        iterates.append(v.detach().clone())
+        losses.append(loss.detach())
+        if t < cfg.steps:
+            reference.zero_grad()
+            loss.sum().backward()
+            reference.step()
+    best = torch.stack(losses).argmax(0)  # (n,)
+    expected = torch.stack(iterates)[best, torch.arange(len(labels))]
+    assert torch.allclose(result.variables[:, 0], expected, rtol=0, atol=1e-9)
+    assert torch.allclose(result.loss[:, 0].double(), torch.stack(losses).max(0).values, rtol=1e-6)
+    assert (best > 1).all()  # the comparison reaches past the first Adam steps

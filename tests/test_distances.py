@@ -177,3 +177,14 @@ def test_duplicated_training_set_is_counted_as_regularized(train_tensors):
 def test_distance_to_perturbation_ratio():
     ratio = distance_to_perturbation_ratio(torch.tensor([1.0, 2.0, 0.0]), torch.tensor([2.0, 2.0, 0.0]))
     assert torch.equal(ratio[:2], torch.tensor([0.5, 1.0])) and ratio[2].isnan()
+
+
+def test_projection_keeps_the_best_iterate_of_its_trajectory(fonts_set):
+    """The projection returns the best codes of its trajectory, so a longer run never ends further away: run for
+    k steps, a run's distance is the minimum over the first k iterates (the same trajectory, one start). A large
+    learning rate makes Adam overshoot, so the last iterate is often not the best."""
+    s = fonts_set
+    init = s["codes"] + 0.05 * torch.randn(len(s["codes"]), 6, generator=torch.Generator().manual_seed(5))
+    runs = torch.stack([project(s, s["images"], init, steps=k, starts=1, lr=0.5)[0] for k in range(6)])
+    assert (runs[1:] <= runs[:-1] + 1e-6).all()
+    assert (runs[-1] < runs[0]).any()  # the projection did move towards the images
