@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -141,6 +142,101 @@ def test_distance_ratio_uses_successful_examples_only(tmp_path: Path) -> None:
     check = C.distance_ratio_check("fonts", {0: path}, 2.0)
     assert check.per_seed[0] == pytest.approx(3.5 / 0.02)
     assert check.reference["median_distance_pgd"] == pytest.approx(3.5)
+
+
+@pytest.mark.parametrize("values, mean_verdict, ci_verdict", [
+    ({0: 0.10, 1: 0.20, 2: 0.15}, C.PASS, C.INCONCLUSIVE),  # mean inside, interval crosses +0.25
+    ({0: -0.10, 1: -0.20, 2: -0.15}, C.PASS, C.INCONCLUSIVE),  # mean inside, interval crosses -0.25
+    ({0: 0.10, 1: 0.12, 2: 0.11}, C.PASS, C.PASS),  # interval inside
+    ({0: -0.05, 1: 0.05, 2: 0.0}, C.PASS, C.PASS),  # interval inside, across zero
+    ({0: 0.50, 1: 0.52, 2: 0.51}, C.FAIL, C.FAIL),  # interval above +0.25
+    ({0: -0.50, 1: -0.52, 2: -0.51}, C.FAIL, C.FAIL),  # interval below -0.25
+])
+def test_within_under_ci_needs_the_whole_interval_inside(values: dict, mean_verdict: str, ci_verdict: str) -> None:
+    """`decide_on: ci` for |x| <= t: PASS only if the interval lies in [-t, t], FAIL only if it lies outside."""
+    threshold = 0.25
+    _, (lo, hi) = C.mean_ci(list(values.values()), 0.95)
+    crosses = lo < -threshold <= hi or lo <= threshold < hi
+    assert crosses == (ci_verdict == C.INCONCLUSIVE)
+    for decide_on, expected in (("mean", mean_verdict), ("ci", ci_verdict)):
+        check = C.Check(4, "fonts", "slope", "", "within", threshold, per_seed=dict(values))
+        assert C.decide(check, 0.95, decide_on).verdict == expected, decide_on
+
+
+def test_matching_n_ignores_a_larger_n_that_does_worse() -> None:
+    """The answer on a curve is the answer on its running minimum: a worse error at a larger N hides nothing."""
+    n = np.array([1000, 2000, 4000])
+    for err in (np.array([0.4, 0.2, 0.5]), np.array([0.4, 0.45, 0.2]), np.array([0.5, 0.25, 0.35])):
+        monotone = np.minimum.accumulate(err)
+        for target in (0.3, 0.25, 0.45):
+            assert C.matching_n(n, err, target) == pytest.approx(C.matching_n(n, monotone, target)), (err, target)
+    # Reached between 1000 and 2000 although the largest N is worse than the target again.
+    assert C.matching_n(n, np.array([0.4, 0.2, 0.5]), 0.3) == (pytest.approx(1000 * 2 ** 0.5), "exact")
+
+
+def test_sample_complexity_ignores_an_adversarial_model_that_does_worse_at_a_larger_n() -> None:
+    """A failed adversarial run at the largest N must not turn the measured factor of 2 into a bound."""
+    df = synthetic_table(adv_factor=2.0)
+    worse = (df["mode"] == "adversarial") & (df["n_train"] == max(N_GRID))
+    df.loc[worse, "test_error"] = 0.5  # worse than adversarial training with the smallest N
+    check = C.sample_complexity_check(df, "fonts", 1.5, "t.csv")
+    without = C.sample_complexity_check(df[~worse], "fonts", 1.5, "t.csv")
+    assert check.per_seed == pytest.approx(without.per_seed)
+    assert check.per_seed == {0: pytest.approx(2.0), 1: pytest.approx(2.0), 2: pytest.approx(2.0)}
+    assert set(check.reference["kind_per_seed"].values()) == {"exact"}
+
+
+# Adversarial training at N reaches normal training's error at N_eq(N), so the factor N / N_eq changes with N.
+@pytest.mark.parametrize("n_equivalent, largest_matched, factor", [
+    # factor 2 for small N, 4 for large N: normal training at 250 and 500 matched at 2 x N, at 1000 and 2000 at 4 x N
+    ({250: 125, 500: 250, 1000: 500, 2000: 707, 4000: 1000, 8000: 2000}, 2000, 4.0),
+    # factor 4 for small N, 2 for large N: at 250 and 500 matched at 4 x N, at 2000 and 4000 at 2 x N
+    ({250: 62.5, 500: 125, 1000: 250, 2000: 500, 4000: 2000, 8000: 4000}, 4000, 2.0),
+])
+def test_sample_complexity_is_measured_at_the_largest_matched_n(n_equivalent: dict, largest_matched: int,
+                                                                factor: float) -> None:
+    """Where the factor differs by N, the one at the largest N of normal training that is matched is reported."""
+    df = synthetic_table()
+    adversarial = df["mode"] == "adversarial"
+    df.loc[adversarial, "test_error"] = [normal_error(n_equivalent[n]) + 0.001 * seed for n, seed in
+                                         zip(df.loc[adversarial, "n_train"], df.loc[adversarial, "seed"])]
+    for seed in (0, 1, 2):
+        normal = df[(df["mode"] == "normal") & (df["seed"] == seed)]
+        adv = df[adversarial & (df["seed"] == seed)].sort_values("n_train")
+        per_n = {row.n_train: C.matching_n(adv["n_train"].to_numpy(), adv["test_error"].to_numpy(), row.test_error)
+                 for row in normal.itertuples()}
+        exact = {n: m / n for n, (m, kind) in per_n.items() if kind == "exact"}
+        assert max(exact) == largest_matched and exact[largest_matched] == pytest.approx(factor)
+        assert exact[min(exact)] != pytest.approx(factor)  # the smallest N gives another factor
+    check = C.sample_complexity_check(df, "fonts", 1.5, "t.csv")
+    assert check.per_seed == {0: pytest.approx(factor), 1: pytest.approx(factor), 2: pytest.approx(factor)}
+    assert set(check.reference["kind_per_seed"].values()) == {"exact"}
+
+
+def test_onmanifold_success_is_taken_at_the_largest_n() -> None:
+    """Claim 2 reads the normally trained models with the largest N, whatever the row order of the table."""
+    df = synthetic_table().sample(frac=1.0, random_state=0)  # rows in no particular order
+    normal = df[df["mode"] == "normal"]
+    largest = normal[normal["n_train"] == max(N_GRID)].set_index("seed")["onmanifold_success"]
+    smallest = normal[normal["n_train"] == min(N_GRID)].set_index("seed")["onmanifold_success"]
+    threshold = 0.3
+    assert (largest < threshold).all() and (smallest >= threshold).all()  # the two N disagree on the verdict
+    check = C.onmanifold_exists_check(df, "fonts", "onmanifold_success", threshold, "t.csv")
+    assert check.per_seed == {int(s): pytest.approx(v) for s, v in largest.items()}
+    assert check.reference["n_train"] == max(N_GRID)
+    assert C.decide(check, 0.95, "mean").verdict == C.FAIL
+
+
+@pytest.mark.parametrize("verdicts", [
+    combo for k in (1, 2, 3, 4) for combo in itertools.combinations((C.FAIL, C.INCONCLUSIVE, C.NOT_RUN, C.PASS), k)
+])
+def test_claim_verdict_is_the_most_severe_of_its_checks(verdicts: tuple[str, ...]) -> None:
+    """FAIL dominates INCONCLUSIVE, which dominates NOT RUN, which dominates PASS; the order of checks is irrelevant."""
+    severity = [C.FAIL, C.INCONCLUSIVE, C.NOT_RUN, C.PASS]
+    expected = min(verdicts, key=severity.index)
+    for order in itertools.permutations(verdicts):
+        checks = [C.Check(1, "fonts", f"s{i}", "", ">=", 1.0, verdict=v) for i, v in enumerate(order)]
+        assert C.claim_verdict(checks) == expected, order
 
 
 def test_judge_writes_every_claim_and_paper_dataset(tmp_path: Path) -> None:

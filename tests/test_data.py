@@ -12,12 +12,12 @@ from manifold_robustness.data import (
     evaluation_subset,
     make_fonts,
     read_glyph_bank,
+    read_ranges,
     read_split,
     training_subset,
     write_dataset,
 )
-from manifold_robustness.transformer import PRESETS, TransformRanges, decode
-
+from manifold_robustness.transformer import CODE_NAMES, PRESETS, TransformRanges, decode
 
 
 @pytest.fixture
@@ -99,6 +99,38 @@ def test_glyph_bank_round_trip(dataset_file, glyph_bank):
     assert bank.dtype == np.float32 and bank.shape == glyph_bank[0].shape
     assert np.array_equal(bank, glyph_bank[0])
     assert names == [str(p) for p in glyph_bank[1]]
+
+
+@pytest.mark.parametrize("split, rows", [("train", [5, 2, 9]), ("train", [40, 3, 17, 0, 399]), ("test", [7, 1])])
+def test_read_split_returns_rows_in_the_order_asked(dataset_file, fonts_data, split, rows):
+    """Training reads an unsorted subset: row k of the result is the k-th row asked for, for every array."""
+    back = read_split(dataset_file, split, np.array(rows))
+    assert set(back) == set(fonts_data[split])
+    for key, value in back.items():
+        assert len(value) == len(rows), key
+        for k, row in enumerate(rows):
+            alone = read_split(dataset_file, split, np.array([row]))[key][0]
+            assert np.array_equal(value[k], alone), (key, row)
+            assert np.array_equal(value[k], fonts_data[split][key][row]), (key, row)
+
+
+def test_read_ranges_reads_each_code_slot(tmp_path, fonts_data):
+    """The stored bounds are per code entry in CODE_NAMES order; every field comes from its own slot."""
+    translation, shear, scale_min, scale_max, rotation = 0.11, 0.37, 0.8, 1.2, 0.9  # all different
+    bounds = {"tx": (-translation, translation), "ty": (-translation, translation), "shear_x": (-shear, shear),
+              "shear_y": (-shear, shear), "scale": (scale_min, scale_max), "rotation": (-rotation, rotation)}
+    low = np.array([bounds[name][0] for name in CODE_NAMES], dtype=np.float32)
+    high = np.array([bounds[name][1] for name in CODE_NAMES], dtype=np.float32)
+    path = tmp_path / "fonts.h5"
+    write_dataset(path, {"test": fonts_data["test"]}, attrs={"ranges_low": low, "ranges_high": high})
+    ranges = read_ranges(path)
+    assert ranges.translation == pytest.approx(translation)
+    assert ranges.shear == pytest.approx(shear)
+    assert ranges.scale_min == pytest.approx(scale_min)
+    assert ranges.scale_max == pytest.approx(scale_max)
+    assert ranges.rotation == pytest.approx(rotation)
+    np.testing.assert_allclose(ranges.low.numpy(), low, rtol=1e-6)
+    np.testing.assert_allclose(ranges.high.numpy(), high, rtol=1e-6)
 
 
 def test_read_split_rejects_unknown_split(dataset_file):

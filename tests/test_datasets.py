@@ -172,12 +172,40 @@ def test_convert_layout_and_orientation(tmp_path, name):
         assert h5.attrs["torchvision_version"]
 
 
-def test_emnist_conversion_fails_without_upright(tmp_path, monkeypatch):
-    """The orientation check above would catch a conversion that skipped `upright_emnist`."""
-    write_raw("emnist", tmp_path)
-    monkeypatch.setattr(datasets, "upright_emnist", lambda images: images)
-    images = datasets.load_torchvision("emnist", tmp_path, download=False)["train"][0].numpy()
-    assert not (images[:, 0, :14] == 255).all()
+@pytest.mark.parametrize("name", datasets.DATASETS)
+def test_load_split_turns_emnist_upright_and_leaves_fashion_as_stored(tmp_path, name):
+    """Against what torchvision reads from the files: EMNIST's images come back transposed (upright), Fashion-MNIST's
+    unchanged; the tiny images are not symmetric, so a transposition that is skipped or misplaced shows."""
+    truth = write_raw(name, tmp_path)
+    for split, train in (("train", True), ("test", False)):
+        kwargs = {"split": "digits"} if name == "emnist" else {}
+        stored = datasets.dataset_class(name)(str(tmp_path), train=train, **kwargs).data.numpy()
+        images, labels = datasets.load_split(name, tmp_path, split)
+        assert images.dtype == torch.uint8 and tuple(images.shape) == stored.shape
+        np.testing.assert_array_equal(images.numpy(), truth[split][0])
+        np.testing.assert_array_equal(labels.numpy(), truth[split][1])
+        if name == "emnist":
+            assert not np.array_equal(stored, truth[split][0])  # the files hold the transposed images
+            np.testing.assert_array_equal(images.numpy(), stored.transpose(0, 2, 1))
+        else:
+            np.testing.assert_array_equal(images.numpy(), stored)
+
+
+@pytest.mark.parametrize("name", datasets.DATASETS)
+@pytest.mark.parametrize("bad_label", [10, 255])
+def test_labels_outside_0_to_9_are_refused(tmp_path, monkeypatch, name, bad_label):
+    """The structure check on the label range, all that files without a pinned content digest (EMNIST's) get;
+    Fashion-MNIST's digests are switched off so that this check, not the content check, must refuse the file."""
+    monkeypatch.setattr(datasets, "CONTENT_SHA256", {})
+    write_raw(name, tmp_path)
+    filename = datasets.raw_files(name)["test"][1]
+    labels = np.arange(N_TEST) % 10
+    labels[3] = bad_label
+    (datasets.raw_folder(name, tmp_path) / filename).write_bytes(idx_labels(labels))
+    with pytest.raises(RuntimeError, match=rf"{name}:test: labels in .*{filename}.* range over 0\.\.{bad_label}, "
+                                           r"not 0\.\.9"):
+        datasets.convert(name, tmp_path, tmp_path / "out.h5", download=False)
+    assert not (tmp_path / "out.h5").exists()
 
 
 def test_wrong_sizes_are_refused(tmp_path, monkeypatch):
