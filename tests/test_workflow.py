@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 
+from manifold_robustness import datasets
 from manifold_robustness.data import read_ranges
 from manifold_robustness.models import load_classifier
 from manifold_robustness.tables import COLUMNS
@@ -401,12 +402,10 @@ def test_torchvision_dataset_offline_fails_at_once_naming_files_and_folder(tmp_p
     assert not (tmp_path / f"results/data/{dataset}.h5").exists()
 
 
-DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
-FASHION_ARCHIVES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                    "t10k-labels-idx1-ubyte.gz")
+DEBIAN_FASHION = datasets.DEBIAN_FASHION_FOLDER
 
 
-@pytest.mark.skipif(not all((DEBIAN_FASHION / f).is_file() for f in FASHION_ARCHIVES),
+@pytest.mark.skipif(not all((DEBIAN_FASHION / f"{f}.gz").is_file() for f in datasets.needed_files("fashion")),
                     reason="Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist; "
                            "`make test` installs it where it runs as root with apt-get)")
 def test_real_fashion_mnist_end_to_end(tmp_path: Path) -> None:

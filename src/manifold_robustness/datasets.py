@@ -50,6 +50,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -164,16 +165,26 @@ def genuine(name: str, path: Path) -> bool:
     return expected is not None and sha256_of(path) == expected
 
 
+GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def stream_gzip(src: Path, out: BinaryIO | None = None) -> str:
+    """Decompress `src` chunk by chunk, into `out` if given; return the hex SHA-256 of the content."""
+    digest = hashlib.sha256()
+    with gzip.open(src, "rb") as fin:
+        for chunk in iter(lambda: fin.read(1 << 20), b""):
+            digest.update(chunk)
+            if out is not None:
+                out.write(chunk)
+    return digest.hexdigest()
+
+
 def gzip_content_sha256(path: Path) -> str:
     """Hex SHA-256 of what the gzip file `path` decompresses to; ContentMismatch if it does not decompress."""
-    digest = hashlib.sha256()
     try:
-        with gzip.open(path, "rb") as fin:
-            for chunk in iter(lambda: fin.read(1 << 20), b""):
-                digest.update(chunk)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        return stream_gzip(path)
+    except GZIP_ERRORS as err:
         raise ContentMismatch(f"{path} is not a valid gzip file ({type(err).__name__}: {err})") from err
-    return digest.hexdigest()
 
 
 def gzip_content_problem(path: Path, expected: str) -> str | None:
@@ -267,19 +278,16 @@ def verify_content(name: str, raw: Path) -> None:
 
 def gunzip(src: Path, dest: Path, sha256: str | None = None) -> None:
     """Decompress `src` to `dest` atomically; with `sha256`, ContentMismatch (and no `dest`) if the content differs."""
-    digest = hashlib.sha256()
     with atomic_path(dest) as tmp:
         try:
-            with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
-                for chunk in iter(lambda: fin.read(1 << 20), b""):
-                    digest.update(chunk)
-                    fout.write(chunk)
-        except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+            with open(tmp, "wb") as fout:
+                actual = stream_gzip(src, fout)
+        except GZIP_ERRORS as err:
             if sha256 is None:
                 raise
             raise ContentMismatch(f"{src} is not a valid gzip file ({type(err).__name__}: {err})") from err
-        if sha256 is not None and digest.hexdigest() != sha256:
-            raise ContentMismatch(f"{src} decompresses to content with sha256 {digest.hexdigest()}, expected {sha256}")
+        if sha256 is not None and actual != sha256:
+            raise ContentMismatch(f"{src} decompresses to content with sha256 {actual}, expected {sha256}")
 
 
 def extract_from_zip(zip_path: Path, filename: str, dest: Path) -> bool:
