@@ -23,6 +23,7 @@ include: "workflow/rules/report.smk"
 
 localrules:
     metrics_table,
+    paper_comparison,
     claims,
     plot_fig1,
     plot_fig2,

@@ -119,19 +119,6 @@ def test_select_examples_rejects_inconsistent_labels() -> None:
         select_examples([a, b], 2)
 
 
-def test_test_error_gain_is_normal_minus_mode() -> None:
-    df = pd.DataFrame({"dataset": ["fonts"] * 7, "n_train": [100, 100, 100, 100, 200, 200, 200],
-                       "mode": ["normal", "normal", "transformation", "onmanifold_true", "normal", "transformation",
-                                "adversarial"],
-                       "seed": [0, 1, 0, 0, 0, 0, 0], "test_error": [0.3, 0.5, 0.25, 0.45, 0.2, 0.3, 0.1]})
-    gain = figures.test_error_gain(df).set_index(["mode", "n_train"])
-    assert set(gain.index) == {("transformation", 100), ("onmanifold_true", 100), ("transformation", 200)}
-    assert gain.loc[("transformation", 100), "gain"] == pytest.approx(0.4 - 0.25)
-    assert gain.loc[("onmanifold_true", 100), "gain"] == pytest.approx(0.4 - 0.45)
-    assert gain.loc[("transformation", 200), "gain"] == pytest.approx(0.2 - 0.3)
-    assert gain.loc[("transformation", 100), "n_seeds_normal"] == 2
-
-
 def test_fig3_writes_pdf_and_png(tmp_path: Path) -> None:
     fig3_onmanifold_robustness(metrics_frame(), tmp_path / "f3.pdf", tmp_path / "f3.png")
     assert (tmp_path / "f3.pdf").stat().st_size > 0

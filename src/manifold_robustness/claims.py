@@ -408,8 +408,8 @@ def _threshold_text(ch: Check) -> str:
     return f"|x| ≤ {_fmt(ch.threshold)}" if ch.op == "within" else f"{ch.op} {_fmt(ch.threshold)}"
 
 
-def claims_markdown(doc: dict, checks: Sequence[Check]) -> str:
-    """A human-readable version of the claims document: one section and table per claim."""
+def claims_markdown(doc: dict, checks: Sequence[Check], appendix: Sequence[str] = ()) -> str:
+    """A human-readable version of the claims document: one section and table per claim, then `appendix` lines."""
     c = doc["claims_config"]
     lines = ["# The paper's claims, judged on this run", "", doc["scale_note"], "",
              f"Datasets run: {', '.join(doc['datasets_run'])}; N: {doc['n_train']}; seeds: {doc['seeds']}. "
@@ -430,7 +430,7 @@ def claims_markdown(doc: dict, checks: Sequence[Check]) -> str:
                          f"{_threshold_text(ch)} | {ch.verdict} |")
         notes = [_note(ch) for ch in own if ch.dataset in doc["datasets_run"]]
         lines += [""] + [n for n in notes if n] + [""]
-    return "\n".join(lines).rstrip() + "\n"
+    return "\n".join(lines + list(appendix)).rstrip() + "\n"
 
 
 def _note(ch: Check) -> str:
@@ -447,11 +447,44 @@ def _note(ch: Check) -> str:
 
 
 def write_claims(checks: Sequence[Check], cfg: Mapping, json_path: str | os.PathLike,
-                 md_path: str | os.PathLike) -> dict:
-    """Write claims.json and claims.md, each atomically; return the JSON document."""
+                 md_path: str | os.PathLike, appendix: Sequence[str] = ()) -> dict:
+    """Write claims.json and claims.md (ending in the `appendix` lines), each atomically; return the JSON document."""
     doc = claims_document(checks, cfg)
     with atomic_path(json_path) as tmp:
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
     with atomic_path(md_path) as tmp:
-        tmp.write_text(claims_markdown(doc, checks))
+        tmp.write_text(claims_markdown(doc, checks, appendix))
     return doc
+
+
+def _rst_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A reStructuredText list-table."""
+    lines = [".. list-table::", "   :header-rows: 1", ""]
+    for row in [header, *rows]:
+        lines += [f"   * - {row[0]}"] + [f"     - {cell}" for cell in row[1:]]
+    return lines + [""]
+
+
+def front_page_rst(doc: dict, summary, settings: Sequence[Mapping]) -> str:
+    """The report's first page: the verdicts (claims x datasets), the paper comparison's summary per figure, and
+    the settings that differ from the paper's. `summary` is `paper.comparison_summary`'s table (or None)."""
+    lines = ["Verdicts", "--------", "", doc["scale_note"], ""]
+    lines += _rst_table(["claim"] + list(PAPER_DATASETS),
+                        [[f"{c['id']}. {c['title']} ({c['figure']})"] + [c["verdicts"][d] for d in PAPER_DATASETS]
+                         for c in doc["claims"]])
+    lines += ["Beside the paper's numbers", "--------------------------", "",
+              "Difference = this run's mean over seeds − the paper's value, over every (dataset, quantity, method, "
+              "N) both have; row by row in ``results/tables/paper_comparison.csv``.", ""]
+    if summary is not None and len(summary):
+        lines += _rst_table(["figure", "dataset", "values", "median abs. difference", "largest abs. difference",
+                             "median difference"],
+                            [[r.figure, r.dataset, str(r.values), f"{r.median_abs_difference:.3f}",
+                              f"{r.max_abs_difference:.3f}", f"{r.median_difference:+.3f}"]
+                             for r in summary.itertuples()])
+    else:
+        lines += ["No value of this run has a counterpart in the paper.", ""]
+    differ = [s for s in settings if not s["as_paper"]]
+    lines += ["Settings that differ from the paper's", "-------------------------------------", ""]
+    lines += _rst_table(["setting", "paper", "this run"], [[s["setting"], s["paper"], s["run"]] for s in differ]) \
+        if differ else ["None: this run uses the paper's settings.", ""]
+    return "\n".join(lines).rstrip() + "\n"

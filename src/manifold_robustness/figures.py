@@ -19,7 +19,7 @@ import seaborn as sns  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
 
-MODE_LABELS = {"normal": "normal training", "adversarial": "adversarial training"}
+MODE_LABELS = {"normal": "normal training", "adversarial": "adversarial training"}  # Fig. 4
 # Class names by label, as the datasets define them (Fashion-MNIST's are torchvision's FashionMNIST.classes).
 CLASS_NAMES = {
     "fonts": tuple("ABCDEFGHIJ"),
@@ -33,6 +33,20 @@ def class_name(dataset: str, label: int) -> str:
     """The name of class `label` of `dataset` (a letter, digit or garment); the number for unknown datasets."""
     names = CLASS_NAMES.get(dataset)
     return names[label] if names is not None and 0 <= label < len(names) else str(label)
+
+
+FIG3_MODES = {"normal": "normal training", "adversarial": "adversarial training",
+              "onmanifold_true": "on-manifold adv. training (true)",
+              "onmanifold_learned": "on-manifold adv. training (learned)",
+              "transformation": "adv. transformation training"}
+MODE_COLORS = dict(zip(FIG3_MODES, sns.color_palette("colorblind", len(FIG3_MODES))))
+DATASET_TITLES = {"fonts": "FONTS", "emnist": "EMNIST", "fashion": "Fashion-MNIST"}
+
+
+def dataset_title(dataset: str) -> str:
+    return DATASET_TITLES.get(dataset, dataset)
+
+
 SUCCESS_LABELS = {"pgd_success": "PGD success rate (per restart)", "pgd_success_any": "PGD success rate (any restart)"}
 
 
@@ -44,40 +58,104 @@ def save_figure(fig: plt.Figure, pdf: str | os.PathLike, png: str | os.PathLike)
     plt.close(fig)
 
 
+# --- drawing the paper's values beside this run's -----------------------------------------------------------------
+
+PAPER_LINE = {"ls": (0, (4, 2)), "lw": 1.1, "marker": "x", "ms": 3.5}
+
+
+def muted(color, amount: float = 0.45) -> tuple[float, float, float]:
+    """A colour mixed with white, for the paper's values drawn beside this run's."""
+    rgb = np.asarray(matplotlib.colors.to_rgb(color))
+    return tuple(rgb + (1.0 - rgb) * amount)
+
+
+def _n_range(data: pd.DataFrame) -> tuple[int, int]:
+    """The N this run covers: the paper's values are drawn within it, so both share the axes."""
+    return int(data["n_train"].min()), int(data["n_train"].max())
+
+
+def _draw_paper(ax: plt.Axes, x: Sequence[float], y: Sequence[float], color, label: str) -> None:
+    if len(x):
+        ax.plot(x, y, color=muted(color), label=label, **PAPER_LINE)
+
+
+def _scatter_by_n(ax: plt.Axes, data: pd.DataFrame, x: str, y: str, sizes: Sequence[int], color, label: str) -> None:
+    """One point per model, larger for larger N."""
+    scale = {n: 10 + 45 * i / max(len(sizes) - 1, 1) for i, n in enumerate(sizes)}
+    ax.scatter(data[x], data[y], s=data["n_train"].map(scale), color=color, alpha=0.8, lw=0, label=label)
+
+
+def _size_key(ax: plt.Axes, sizes: Sequence[int]) -> None:
+    """Legend entries that say which marker size is which N."""
+    scale = {n: 10 + 45 * i / max(len(sizes) - 1, 1) for i, n in enumerate(sizes)}
+    for n in sizes:
+        ax.scatter([], [], s=scale[n], color="0.45", lw=0, label=f"one model, N = {n:,}")
+
+
+def _mean_line(ax: plt.Axes, stats: pd.DataFrame, color, label: str, **style) -> None:
+    """Mean over seeds with a ± sd band."""
+    ax.plot(stats["n_train"], stats["mean"], marker=style.pop("marker", "o"), ms=3, color=color, label=label, **style)
+    ax.fill_between(stats["n_train"], stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=color,
+                    alpha=0.18, lw=0)
+
+
+def legend_below(fig: plt.Figure, axes: Sequence[plt.Axes], ncol: int = 2) -> None:
+    """One legend for the whole figure, below the axes so that it covers no data; each label once."""
+    entries: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if not label.startswith("_"):
+                entries.setdefault(label, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol,
+                   fontsize=6.5, frameon=False)
+
+
 def fig4_regular_robustness(df: pd.DataFrame, pdf: str | os.PathLike, png: str | os.PathLike,
-                            success_column: str = "pgd_success", datasets: list[str] | None = None) -> None:
+                            success_column: str = "pgd_success", datasets: list[str] | None = None,
+                            paper: pd.DataFrame | None = None) -> None:
     """Fig. 4, one row per dataset: left, PGD success rate against test error for every model; right, test
-    error against N, normal vs. adversarial training."""
+    error against N, normal vs. adversarial training. The paper's means (`paper`, the reference table) are drawn
+    dashed in lighter colours, within the N this run covers; its success rates are per (restart, image) pair, so
+    they are drawn only beside `pgd_success`."""
     datasets = datasets or sorted(set(df["dataset"]))
     sns.set_theme(style="whitegrid", context="paper", font_scale=0.9)
     fig, axes = plt.subplots(len(datasets), 2, figsize=(6.8, 2.6 * len(datasets)), squeeze=False)
     for (left, right), dataset in zip(axes, datasets):
-        _fig4_row(left, right, df, success_column, dataset)
+        _fig4_row(left, right, df, success_column, dataset, paper)
     fig.tight_layout()
+    legend_below(fig, axes.ravel(), ncol=3)
     save_figure(fig, pdf, png)
 
 
-def _fig4_row(left: plt.Axes, right: plt.Axes, df: pd.DataFrame, success_column: str, dataset: str) -> None:
+def _fig4_row(left: plt.Axes, right: plt.Axes, df: pd.DataFrame, success_column: str, dataset: str,
+              paper: pd.DataFrame | None) -> None:
     """Fig. 4 for one dataset."""
-    data = df[(df["dataset"] == dataset) & df["mode"].isin(list(MODE_LABELS))].copy()
+    from .paper import paper_curve, paper_pairs  # the figure module stays importable without the comparison
+
+    data = df[(df["dataset"] == dataset) & df["mode"].isin(list(MODE_LABELS))]
     if data.empty:
         raise ValueError(f"metrics table has no normal/adversarial rows for dataset '{dataset}'")
-    data["training"] = data["mode"].map(MODE_LABELS)
-    order = [MODE_LABELS[m] for m in MODE_LABELS if m in set(data["mode"])]
-    sns.scatterplot(data=data, x="test_error", y=success_column, hue="training", hue_order=order,
-                    size="n_train", sizes=(15, 70), style="training", style_order=order, ax=left, alpha=0.85)
+    sizes, n_range = sorted(data["n_train"].unique()), _n_range(data)
+    for mode, label in MODE_LABELS.items():
+        part = data[data["mode"] == mode]
+        if part.empty:
+            continue
+        color = MODE_COLORS[mode]
+        _scatter_by_n(left, part.dropna(subset=[success_column]), "test_error", success_column, sizes, color, label)
+        _mean_line(right, _mean_sd(part, "test_error"), color, f"{label} (mean ± sd over seeds)")
+        if paper is not None:
+            if success_column == "pgd_success":
+                pairs = paper_pairs(paper, dataset, "test_error", "pgd_success", mode, n_range)
+                _draw_paper(left, pairs["test_error"], pairs["pgd_success"], color, f"paper: {label}")
+            curve = paper_curve(paper, dataset, "test_error", mode, n_range)
+            _draw_paper(right, curve["n_train"], curve["value"], color, f"paper: {label}")
+    _size_key(left, sizes)
     left.set(xlabel="test error", ylabel=SUCCESS_LABELS.get(success_column, success_column), ylim=(-0.03, 1.03),
-             title=f"{dataset.upper()}: success rate vs. test error")
-    left.legend(fontsize=6, title_fontsize=6, loc="lower left", markerscale=0.7)
-    sns.lineplot(data=data, x="n_train", y="test_error", hue="training", hue_order=order, style="training",
-                 style_order=order, markers=True, dashes=False, errorbar="sd", ax=right)
-    right.set(xscale="log", xlabel="training images N", ylabel="test error",
-              title=f"{dataset.upper()}: sample complexity")
-    sizes = sorted(data["n_train"].unique())
-    right.xaxis.set_major_locator(FixedLocator(sizes))
-    right.xaxis.set_major_formatter(FixedFormatter([f"{n:,}" for n in sizes]))
-    right.xaxis.set_minor_locator(NullLocator())
-    right.legend(fontsize=6, title=None)
+             title=f"{dataset_title(dataset)}: success rate vs. test error")
+    right.set(ylabel="test error", title=f"{dataset_title(dataset)}: test error vs. N")
+    _n_axis(right, sizes)
+    right.set_xlabel("training images N")
 
 
 # --- Fig. 1: examples of regular and on-manifold adversarial examples, drawn from the attack records -------------
@@ -250,19 +328,13 @@ def fig1_examples(panels: list[dict], pdf: str | os.PathLike, png: str | os.Path
 
 # --- Fig. 3: on-manifold robustness and generalization, drawn from the metrics table ------------------------------
 
-FIG3_MODES = {"normal": "normal training", "adversarial": "adversarial training",
-              "onmanifold_true": "on-manifold adv. training (true)",
-              "onmanifold_learned": "on-manifold adv. training (learned)",
-              "transformation": "adv. transformation training"}
-MODE_COLORS = dict(zip(FIG3_MODES, sns.color_palette("colorblind", len(FIG3_MODES))))
-GAIN_MODES = ("onmanifold_true", "onmanifold_learned", "transformation")
 ONMANIFOLD_SUCCESS_LABELS = {
     "onmanifold_success": "per (restart, image) pair", "onmanifold_success_any": "any restart",
     "onmanifold_learned_success": "learned manifold, per (restart, image) pair",
     "onmanifold_learned_success_any": "learned manifold, any restart"}
+# The paper's success rates are per (restart, image) pair: only these columns are drawn beside its values.
+PAPER_DEFINITION = ("onmanifold_success", "onmanifold_learned_success")
 DATASET_ORDER = ("fonts", "emnist", "fashion")
-
-
 def _require_normal(df: pd.DataFrame, what: str) -> None:
     """Raise if any dataset in `df` lacks normally trained models, which `what` is measured against."""
     datasets = sorted(set(df["dataset"]))
@@ -270,27 +342,6 @@ def _require_normal(df: pd.DataFrame, what: str) -> None:
     if not datasets or lacking:
         raise ValueError(f"metrics table has no 'normal' rows for dataset(s) {lacking or '(table is empty)'}; "
                          f"{what} needs normally trained models (modes present: {sorted(set(df['mode']))})")
-
-
-def test_error_gain(df: pd.DataFrame, modes: Sequence[str] = GAIN_MODES) -> pd.DataFrame:
-    """Per dataset, mode and N: mean test error over seeds of normal training minus that of the mode (> 0: better).
-
-    Only N values with both normal and mode rows appear; the seed counts are kept so each value can be traced.
-    """
-    _require_normal(df, "the test error gain")
-    mean = (df.groupby(["dataset", "mode", "n_train"])["test_error"].agg(["mean", "count"]).reset_index())
-    normal = mean[mean["mode"] == "normal"].drop(columns="mode")
-    other = mean[mean["mode"].isin(list(modes))]
-    gain = other.merge(normal, on=["dataset", "n_train"], suffixes=("_mode", "_normal"))
-    gain = gain.rename(columns={"mean_mode": "test_error_mode", "mean_normal": "test_error_normal",
-                                "count_mode": "n_seeds_mode", "count_normal": "n_seeds_normal"})
-    gain["gain"] = gain["test_error_normal"] - gain["test_error_mode"]
-    columns = ["dataset", "mode", "n_train", "test_error_normal", "test_error_mode", "gain", "n_seeds_normal",
-               "n_seeds_mode"]
-    return gain[columns].sort_values(["dataset", "mode", "n_train"]).reset_index(drop=True)
-
-
-test_error_gain.__test__ = False  # a library function whose name starts with "test": pytest must not collect it
 
 
 def _mean_sd(data: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -301,12 +352,12 @@ def _mean_sd(data: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def _n_axis(ax: plt.Axes, sizes: Sequence[int]) -> None:
-    """Log x-axis with a tick at every N, as in Fig. 4."""
+    """Log x-axis with a tick at every N."""
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(FixedLocator(list(sizes)))
     ax.xaxis.set_major_formatter(FixedFormatter([f"{n:,}" for n in sizes]))
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.tick_params(axis="x", labelsize=6, labelrotation=45)
+    ax.tick_params(axis="x", labelsize=6.5)
 
 
 def _manifold_name(data: pd.DataFrame, success_column: str) -> str:
@@ -314,90 +365,86 @@ def _manifold_name(data: pd.DataFrame, success_column: str) -> str:
     if success_column.startswith("onmanifold_learned"):
         return "learned manifold"
     if "onmanifold_manifold" in data:
-        names = sorted(set(data["onmanifold_manifold"].dropna().astype(str)))
+        names = sorted(set(data["onmanifold_manifold"].dropna().astype(str)) - {""})
         if names:
             return "/".join(names)
     return "?"
 
 
-def _draw_vs_n(ax: plt.Axes, data: pd.DataFrame, success_column: str, legend: bool) -> None:
-    """Top row: test error per mode (mean ± sd over seeds) and normal models' on-manifold success (dashed)."""
-    for mode in FIG3_MODES:
+def _paper_quantity(manifold: str) -> str | None:
+    return {"true manifold": "onmanifold_true_success", "learned manifold": "onmanifold_learned_success"}.get(manifold)
+
+
+def _draw_vs_n(ax: plt.Axes, data: pd.DataFrame, success_column: str, quantity: str | None,
+               paper: pd.DataFrame | None, dataset: str) -> None:
+    """Top row: test error of each mode, and the on-manifold success of normal training (black), against N."""
+    from .paper import paper_curve
+
+    n_range = _n_range(data)
+    for mode, label in FIG3_MODES.items():
         stats = _mean_sd(data[data["mode"] == mode], "test_error")
         if stats.empty:
             continue
-        ax.plot(stats["n_train"], stats["mean"], marker="o", ms=3, color=MODE_COLORS[mode], label=FIG3_MODES[mode])
-        ax.fill_between(stats["n_train"], stats["mean"] - stats["std"], stats["mean"] + stats["std"],
-                        color=MODE_COLORS[mode], alpha=0.2, lw=0)
-    ax.set(ylabel="test_error (mean ± sd over seeds)", xlabel="n_train (training images N)")
+        _mean_line(ax, stats, MODE_COLORS[mode], f"{label}: test error")
+        if paper is not None:
+            curve = paper_curve(paper, dataset, "test_error", mode, n_range)
+            _draw_paper(ax, curve["n_train"], curve["value"], MODE_COLORS[mode], f"paper: {label}")
     stats = _mean_sd(data[data["mode"] == "normal"], success_column)
-    twin = ax.twinx()
     if not stats.empty:
-        twin.plot(stats["n_train"], stats["mean"], ls="--", marker="s", ms=3, color="black",
-                  label=f"{success_column} of normal training")
-        twin.fill_between(stats["n_train"], stats["mean"] - stats["std"], stats["mean"] + stats["std"],
-                          color="black", alpha=0.1, lw=0)
-    twin.set_ylim(-0.03, 1.03)
-    twin.set_ylabel(f"{success_column}, normal (dashed)", fontsize=7)
-    twin.grid(False)
-    lines, twin_lines = ax.get_legend_handles_labels(), twin.get_legend_handles_labels()
-    if legend:
-        ax.legend(lines[0] + twin_lines[0], lines[1] + twin_lines[1], fontsize=6, loc="upper left",
-                  bbox_to_anchor=(1.22, 1.0))
+        _mean_line(ax, stats, "black", "normal training: on-manifold success rate", marker="s")
+        if paper is not None and quantity and success_column in PAPER_DEFINITION:
+            curve = paper_curve(paper, dataset, quantity, "normal", n_range)
+            _draw_paper(ax, curve["n_train"], curve["value"], "black", "paper: on-manifold success, normal training")
+    ax.set(ylim=(-0.03, 1.03), ylabel="test error; on-manifold success\nrate of normal training (black)")
+    _n_axis(ax, sorted(data["n_train"].unique()))
+    ax.set_xlabel("training images N")
 
 
-def _draw_success_vs_error(ax: plt.Axes, data: pd.DataFrame, success_column: str, legend: bool) -> None:
-    """Middle row: on-manifold success rate against test error, one point per model, colour by mode, size by N."""
+def _draw_success_vs_error(ax: plt.Axes, data: pd.DataFrame, success_column: str, quantity: str | None,
+                           paper: pd.DataFrame | None, dataset: str) -> None:
+    """Bottom row: on-manifold success rate against test error, one point per model (size by N)."""
+    from .paper import paper_pairs
+
     points = data.dropna(subset=[success_column, "test_error"])
-    ax.set(xlabel="test_error", ylabel=f"{success_column}\n({ONMANIFOLD_SUCCESS_LABELS.get(success_column, '')})",
+    ax.set(xlabel="test error", ylabel=f"on-manifold success rate\n({ONMANIFOLD_SUCCESS_LABELS.get(success_column, '')})",
            ylim=(-0.03, 1.03))
     if points.empty:
         ax.text(0.5, 0.5, f"no {success_column} measured", ha="center", va="center", transform=ax.transAxes)
         return
-    points = points.assign(training=points["mode"].map(FIG3_MODES).fillna(points["mode"]))
-    order = [FIG3_MODES[m] for m in FIG3_MODES if m in set(points["mode"])]
-    palette = {FIG3_MODES[m]: c for m, c in MODE_COLORS.items()}
-    sns.scatterplot(data=points, x="test_error", y=success_column, hue="training", hue_order=order,
-                    palette=palette, size="n_train", sizes=(12, 70), ax=ax, alpha=0.85, legend=legend)
-    if legend:
-        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.04, 1.0), fontsize=6, title_fontsize=6, title=None)
-
-
-def _draw_gain(ax: plt.Axes, gain: pd.DataFrame, legend: bool) -> None:
-    """Bottom row: normal's mean test error minus the mode's, per N, with a zero line."""
-    ax.axhline(0.0, color="grey", lw=0.8)
-    for mode in GAIN_MODES:
-        part = gain[gain["mode"] == mode]
-        if not part.empty:
-            ax.plot(part["n_train"], part["gain"], marker="o", ms=3, color=MODE_COLORS[mode], label=FIG3_MODES[mode])
-    ax.set(xlabel="n_train (training images N)", ylabel="test_error gain over normal\n(normal − mode, > 0: better)")
-    if legend and ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.04, 1.0))
+    sizes, n_range = sorted(points["n_train"].unique()), _n_range(data)
+    for mode, label in FIG3_MODES.items():
+        part = points[points["mode"] == mode]
+        if part.empty:
+            continue
+        _scatter_by_n(ax, part, "test_error", success_column, sizes, MODE_COLORS[mode], label)
+        if paper is not None and quantity and success_column in PAPER_DEFINITION:
+            pairs = paper_pairs(paper, dataset, "test_error", quantity, mode, n_range)
+            _draw_paper(ax, pairs["test_error"], pairs[quantity], MODE_COLORS[mode], f"paper: {label}")
+    _size_key(ax, sizes)
 
 
 def fig3_onmanifold_robustness(df: pd.DataFrame, pdf: str | os.PathLike, png: str | os.PathLike,
-                               success_column: str = "onmanifold_success") -> None:
-    """Fig. 3 per dataset: test error and on-manifold success vs N, success vs test error, gain over normal."""
+                               success_column: str = "onmanifold_success", paper: pd.DataFrame | None = None) -> None:
+    """Fig. 3 in the paper's layout, one column per dataset: top, test error of each training mode and the
+    on-manifold success rate of normal training against N; bottom, on-manifold success rate against test error.
+    The paper's means (`paper`, the reference table) are drawn dashed in lighter colours within this run's N."""
     for column in ("dataset", "mode", "n_train", "seed", "test_error", success_column):
         if column not in df:
             raise ValueError(f"metrics table lacks column '{column}' needed by Fig. 3")
     _require_normal(df, "Fig. 3")
     present = set(df["dataset"])
     datasets = [d for d in DATASET_ORDER if d in present] + sorted(present - set(DATASET_ORDER))
-    gain = test_error_gain(df)
     sns.set_theme(style="whitegrid", context="paper", font_scale=0.9)
-    fig, axes = plt.subplots(3, len(datasets), figsize=(3.4 * len(datasets) + 2.2, 8.4), squeeze=False)
+    fig, axes = plt.subplots(2, len(datasets), figsize=(3.4 * len(datasets), 5.6), squeeze=False)
     for col, dataset in enumerate(datasets):
         data = df[df["dataset"] == dataset]
-        sizes = sorted(data["n_train"].unique())
-        last = col == len(datasets) - 1  # legends once, right of the last column
-        _draw_vs_n(axes[0, col], data, success_column, last)
-        _draw_success_vs_error(axes[1, col], data, success_column, last)
-        _draw_gain(axes[2, col], gain[gain["dataset"] == dataset], last)
-        for ax in (axes[0, col], axes[2, col]):
-            _n_axis(ax, sizes)
-        axes[0, col].set_title(f"{dataset.upper()} (on-manifold: {_manifold_name(data, success_column)})")
+        manifold = _manifold_name(data, success_column)
+        quantity = _paper_quantity(manifold)
+        _draw_vs_n(axes[0, col], data, success_column, quantity, paper, dataset)
+        _draw_success_vs_error(axes[1, col], data, success_column, quantity, paper, dataset)
+        axes[0, col].set_title(f"{dataset_title(dataset)} (on-manifold: {manifold})")
     fig.tight_layout()
+    legend_below(fig, axes.ravel(), ncol=2)
     save_figure(fig, pdf, png)
 
 
@@ -437,26 +484,37 @@ def read_distances(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return out
 
 
-def fig2_manifold_distance(panels: list[dict], pdf: str | os.PathLike, png: str | os.PathLike) -> None:
+def fig2_manifold_distance(panels: list[dict], pdf: str | os.PathLike, png: str | os.PathLike,
+                           paper: pd.DataFrame | None = None) -> None:
     """Fig. 2: normalized histograms of the L2 distance to the manifold, one panel per dataset: regular (PGD) vs.
-    on-manifold adversarial examples (successful ones), with clean test images for reference."""
+    on-manifold adversarial examples (successful ones), with clean test images for reference. The paper's
+    histograms of the same dataset (`paper`, its Fig. 2 data) are drawn dashed where it shows them."""
+    from .paper import histogram_median, paper_histogram
+
     if not panels:
         raise ValueError("Fig. 2 needs at least one dataset with its distance file")
     sns.set_theme(style="whitegrid", context="paper", font_scale=0.9)
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 2.8), squeeze=False)
+    labels = {"clean": "clean test images", "pgd": "regular (PGD) adversarial", "onmanifold": "on-manifold adversarial"}
+    colors = {"clean": "grey", "pgd": "#d95f02", "onmanifold": "#1b9e77"}
     for ax, panel in zip(axes[0], panels):
         dist = read_distances(panel["path"])
-        labels = {"clean": "clean test images", "pgd": "regular (PGD) adversarial", "onmanifold": "on-manifold adversarial"}
-        colors = {"clean": "grey", "pgd": "#d95f02", "onmanifold": "#1b9e77"}
-        upper = max([float(v.max()) for v in dist.values() if len(v)] + [1e-6])
+        reference = paper_histogram(paper, panel["dataset"]) if paper is not None else {}
+        upper = max([float(v.max()) for v in dist.values() if len(v)] + [float(x.max()) for x, _ in reference.values()]
+                    + [1e-6])
         bins = np.linspace(0.0, upper, 40)
         for name in ("clean", "pgd", "onmanifold"):
             values = dist[name]
             if len(values):
                 ax.hist(values, bins=bins, density=True, alpha=0.45 if name != "clean" else 0.25, color=colors[name],
                         label=f"{labels[name]} (n={len(values)}, median {np.median(values):.2f})")
-        ax.set(xlabel="L2 distance to the manifold", ylabel="density", title=panel["dataset"].upper())
+        for name, (x, density) in reference.items():
+            ax.plot(x, density, color=muted(colors[name], 0.2), ls=(0, (4, 2)), lw=1.1,
+                    label=f"paper: {labels[name]} (median {histogram_median(x, density):.2f})")
+        if paper is not None and not reference:
+            ax.plot([], [], ls="none", label="paper: no histogram of this dataset")
+        ax.set(xlabel="L2 distance to the manifold", ylabel="density", title=dataset_title(panel["dataset"]))
         # Below the axes: inside, it covered the tallest bars wherever they fell.
-        ax.legend(fontsize=5.5, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
     fig.tight_layout()
     save_figure(fig, pdf, png)

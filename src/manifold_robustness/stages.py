@@ -402,13 +402,16 @@ def make_table(metrics_paths: list[str], attack_paths: dict[str, list[str]], out
     write_table(metrics_table(rows), out)
 
 
-def plot_fig4(table: str, pdf: str, png: str, success_column: str, datasets: list[str] | None = None) -> None:
-    """Draw Fig. 4 from the metrics table."""
+def plot_fig4(table: str, pdf: str, png: str, success_column: str, datasets: list[str] | None = None,
+              reference: str | None = None) -> None:
+    """Draw Fig. 4 from the metrics table, with the paper's values from its reference table."""
     import pandas as pd
 
     from .figures import fig4_regular_robustness  # matplotlib and seaborn: only figure stages need them
+    from .paper import read_reference
 
-    fig4_regular_robustness(pd.read_csv(table), pdf, png, success_column, datasets)
+    paper = read_reference(reference) if reference else None
+    fig4_regular_robustness(pd.read_csv(table), pdf, png, success_column, datasets, paper)
 
 
 def plot_fig1(panels: list[dict], pdf: str, png: str, n_examples: int) -> None:
@@ -418,31 +421,58 @@ def plot_fig1(panels: list[dict], pdf: str, png: str, n_examples: int) -> None:
     fig1_examples(panels, pdf, png, n_examples)
 
 
-def plot_fig2(panels: list[dict], pdf: str, png: str) -> None:
-    """Draw Fig. 2 (distance to the manifold) from the distance files."""
+def plot_fig2(panels: list[dict], pdf: str, png: str, paper_distances: str | None = None) -> None:
+    """Draw Fig. 2 (distance to the manifold) from the distance files, with the paper's histograms."""
     from .figures import fig2_manifold_distance
+    from .paper import read_paper_distances
 
-    fig2_manifold_distance(panels, pdf, png)
+    fig2_manifold_distance(panels, pdf, png, read_paper_distances(paper_distances) if paper_distances else None)
 
 
-def plot_fig3(table: str, pdf: str, png: str, success_column: str) -> None:
-    """Draw Fig. 3 (on-manifold robustness and generalization) from the metrics table."""
+def plot_fig3(table: str, pdf: str, png: str, success_column: str, reference: str | None = None) -> None:
+    """Draw Fig. 3 (on-manifold robustness and generalization) from the metrics table, with the paper's values."""
     import pandas as pd
 
     from .figures import fig3_onmanifold_robustness
+    from .paper import read_reference
 
-    fig3_onmanifold_robustness(pd.read_csv(table), pdf, png, success_column)
+    paper = read_reference(reference) if reference else None
+    fig3_onmanifold_robustness(pd.read_csv(table), pdf, png, success_column, paper)
 
 
-def report_claims(table: str, distances: dict[str, dict[int, str]], cfg: dict, json_path: str, md_path: str) -> dict:
-    """Judge the paper's four claims per dataset and write claims.json and claims.md."""
+def compare_with_paper(table: str, reference: str, out: str, confidence: float = 0.95) -> None:
+    """results/tables/paper_comparison.csv: every value that both the paper and this run have, side by side."""
     import pandas as pd
 
-    from .claims import judge, write_claims
+    from .paper import comparison_summary, comparison_table, read_reference
+    from .tables import write_table
+
+    comparison = comparison_table(pd.read_csv(table), read_reference(reference), confidence)
+    write_table(comparison, out)
+    for row in comparison_summary(comparison).itertuples():
+        logging.info("%s, %s: %d values, median |run - paper| %.3f", row.figure, row.dataset, row.values,
+                     row.median_abs_difference)
+
+
+def report_claims(table: str, distances: dict[str, dict[int, str]], cfg: dict, json_path: str, md_path: str,
+                  comparison: str | None = None, front_page: str | None = None, fonts_data: str | None = None) -> dict:
+    """Judge the paper's four claims per dataset and write claims.json and claims.md; beside them the summary of
+    the paper comparison and the settings that differ from the paper's, and the report's front page."""
+    import pandas as pd
+
+    from .claims import front_page_rst, judge, write_claims
+    from .paper import comparison_markdown, comparison_summary, settings_beside_paper
 
     checks = judge(pd.read_csv(table), {d: {int(s): p for s, p in f.items()} for d, f in distances.items()}, cfg,
                    source=str(table))
-    doc = write_claims(checks, cfg, json_path, md_path)
+    summary = comparison_summary(pd.read_csv(comparison)) if comparison else None
+    n_fonts = len(read_glyph_bank(fonts_data)[1]) if fonts_data else None
+    settings = settings_beside_paper(cfg, n_fonts)
+    appendix = comparison_markdown(summary, settings) if summary is not None else []
+    doc = write_claims(checks, cfg, json_path, md_path, appendix)
+    if front_page:
+        with atomic_path(front_page) as tmp:
+            tmp.write_text(front_page_rst(doc, summary, settings))
     for claim in doc["claims"]:
         logging.info("claim %d (%s): %s", claim["id"], claim["title"], claim["verdicts"])
     return doc

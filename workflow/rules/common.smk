@@ -218,6 +218,16 @@ def claims_distances():
     }
 
 
+# The paper's published numbers (reference data shipped with the repository, see reference/paper/README.md).
+PAPER_REFERENCE = "reference/paper/paper_reference.csv"
+PAPER_DISTANCES = "reference/paper/paper_distances_and_resnet.csv"
+
+
+def fonts_data_file():
+    """The FONTS dataset file where FONTS is run (the report names its fonts count), else nothing."""
+    return ["results/data/fonts.h5"] if "fonts" in config["datasets"] else []
+
+
 def figure_files(name):
     return expand("results/figures/{name}.{ext}", name=name, ext=["pdf", "png"])
 
@@ -238,7 +248,11 @@ def all_targets():
         "fig4_regular_robustness",
     ]
     return (
-        ["results/tables/metrics.csv", "results/report/claims.md"]
+        [
+            "results/tables/metrics.csv",
+            "results/tables/paper_comparison.csv",
+            "results/report/claims.md",
+        ]
         + vaegan_quality_files()
         + [f for name in figures for f in figure_files(name)]
     )

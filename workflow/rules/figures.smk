@@ -22,6 +22,28 @@ rule metrics_table:
         "../scripts/metrics_table.py"
 
 
+rule paper_comparison:
+    input:
+        table="results/tables/metrics.csv",
+        reference=PAPER_REFERENCE,
+    output:
+        report(
+            "results/tables/paper_comparison.csv",
+            caption="../report/paper_comparison.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/paper_comparison/paper_comparison.log",
+    benchmark:
+        "results/benchmarks/paper_comparison/paper_comparison.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        confidence=config["claims"]["confidence"],
+    script:
+        "../scripts/paper_comparison.py"
+
+
 rule plot_fig1:
     input:
         fig1_inputs,
@@ -47,7 +69,8 @@ rule plot_fig1:
 
 rule plot_fig2:
     input:
-        [panel["path"] for panel in fig2_panels()],
+        distances=[panel["path"] for panel in fig2_panels()],
+        paper=PAPER_DISTANCES,
     output:
         pdf=report(
             "results/figures/fig2_manifold_distance.pdf",
@@ -69,7 +92,8 @@ rule plot_fig2:
 
 rule plot_fig3:
     input:
-        "results/tables/fig3_onmanifold.csv",
+        table="results/tables/fig3_onmanifold.csv",
+        paper=PAPER_REFERENCE,
     output:
         pdf=report(
             "results/figures/fig3_onmanifold_robustness.pdf",
@@ -91,7 +115,8 @@ rule plot_fig3:
 
 rule plot_fig4:
     input:
-        "results/tables/fig4_regular.csv",
+        table="results/tables/fig4_regular.csv",
+        paper=PAPER_REFERENCE,
     output:
         pdf=report(
             "results/figures/fig4_regular_robustness.pdf",

@@ -5,6 +5,8 @@ rule claims:
     input:
         table="results/tables/metrics.csv",
         distances=[p for seeds in claims_distances().values() for p in seeds.values()],
+        comparison="results/tables/paper_comparison.csv",
+        fonts=fonts_data_file(),
     output:
         md=report(
             "results/report/claims.md",
@@ -12,6 +14,7 @@ rule claims:
             category="Claims",
         ),
         json="results/report/claims.json",
+        front_page="results/report/front_page.rst",
     log:
         "logs/claims/claims.log",
     benchmark:
@@ -22,7 +25,17 @@ rule claims:
         distances=claims_distances(),
         config={
             key: config[key]
-            for key in ("scale", "datasets", "claims", "figures", "classifiers")
+            for key in (
+                "scale",
+                "datasets",
+                "claims",
+                "figures",
+                "classifiers",
+                "fonts",
+                "pgd",
+                "onmanifold",
+                "vaegan",
+            )
         },
     script:
         "../scripts/claims.py"

@@ -1,7 +1,8 @@
-"""Snakemake adapter: judge the paper's claims from the metrics table and the distance files."""
+"""Snakemake adapter: judge the paper's claims from the metrics table and the distance files, beside the paper."""
 
 from manifold_robustness.stages import log_to, report_claims
 
 log_to(snakemake.log[0])
 report_claims(snakemake.input.table, snakemake.params.distances, snakemake.params.config, snakemake.output.json,
-              snakemake.output.md)
+              snakemake.output.md, snakemake.input.comparison, snakemake.output.front_page,
+              snakemake.input.fonts[0] if snakemake.input.fonts else None)

@@ -1,0 +1,233 @@
+"""The paper's published numbers (reference/paper/) beside a run: the comparison table, its per-figure summary,
+and the settings in which the run differs from the paper.
+
+Each quantity of the reference is matched with the metrics-table column that measures it here:
+
+| paper quantity | this run |
+|---|---|
+| test_error | `test_error` |
+| pgd_success | `pgd_success` (per (restart, image) pair, the paper's definition) |
+| onmanifold_true_success | `onmanifold_success` where `onmanifold_manifold` is the true manifold (FONTS) |
+| onmanifold_learned_success | `onmanifold_learned_success` (FONTS), `onmanifold_success` on the learned manifold |
+
+A row of the comparison exists only where both have a value for the same (dataset, quantity, method, N): no
+value of the paper is interpolated.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .claims import mean_ci
+
+REFERENCE_COLUMNS = ("dataset", "quantity", "method", "n_train", "value", "shown_in_paper", "paper_figure", "source")
+DISTANCE_COLUMNS = ("dataset", "quantity", "network", "method", "x_name", "x", "y", "source")
+KEYS = ["dataset", "quantity", "method", "n_train"]
+# What each figure of the paper shows, for the summaries; keys are the reference's `paper_figure` values.
+FIGURE_TITLES = {
+    "fig3 (top) / fig4 (right)": "Figs. 3 (top) and 4 (right): test error",
+    "fig3 (bottom)": "Fig. 3: on-manifold success rate",
+    "fig4 (left)": "Fig. 4 (left): PGD success rate",
+}
+QUANTITY_LABELS = {"test_error": "test error", "pgd_success": "PGD success rate",
+                   "onmanifold_true_success": "on-manifold success rate (true manifold)",
+                   "onmanifold_learned_success": "on-manifold success rate (learned manifold)"}
+
+
+def _read(path: str | os.PathLike, columns: Sequence[str], what: str) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ValueError(f"the paper's {what} {path} cannot be read ({err}); restore it from the repository "
+                         "(git checkout -- reference/paper)") from err
+    missing = [c for c in columns if c not in df]
+    if missing:
+        raise ValueError(f"the paper's {what} {path} lacks columns {missing}; restore it from the repository "
+                         "(git checkout -- reference/paper)")
+    return df
+
+
+def read_reference(path: str | os.PathLike) -> pd.DataFrame:
+    """The paper's plotted means per (dataset, quantity, method, N): reference/paper/paper_reference.csv."""
+    return _read(path, REFERENCE_COLUMNS, "reference table")
+
+
+def read_paper_distances(path: str | os.PathLike) -> pd.DataFrame:
+    """The paper's Fig. 2 histograms and ResNet curve: reference/paper/paper_distances_and_resnet.csv."""
+    return _read(path, DISTANCE_COLUMNS, "distance histograms")
+
+
+def run_values(metrics: pd.DataFrame) -> pd.DataFrame:
+    """This run's values in the reference's terms: one row per (dataset, quantity, method, N, seed)."""
+    base = metrics[["dataset", "mode", "n_train", "seed"]].rename(columns={"mode": "method"})
+    parts = [base.assign(quantity=q, value=metrics[q]) for q in ("test_error", "pgd_success") if q in metrics]
+    if "onmanifold_success" in metrics:
+        manifold = metrics.get("onmanifold_manifold", pd.Series("", index=metrics.index)).fillna("").astype(str)
+        quantity = manifold.map({"true manifold": "onmanifold_true_success",
+                                 "learned manifold": "onmanifold_learned_success"})
+        parts.append(base.assign(quantity=quantity, value=metrics["onmanifold_success"]))
+    if "onmanifold_learned_success" in metrics:
+        parts.append(base.assign(quantity="onmanifold_learned_success", value=metrics["onmanifold_learned_success"]))
+    long = pd.concat(parts, ignore_index=True) if parts else base.assign(quantity=None, value=np.nan)
+    return long.dropna(subset=["quantity", "value"])[KEYS + ["seed", "value"]].reset_index(drop=True)
+
+
+def comparison_table(metrics: pd.DataFrame, reference: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """One row per (dataset, quantity, method, N) that the paper and this run both have: the paper's value, this
+    run's mean and t interval over seeds (none from one seed), and the difference run - paper."""
+    long = run_values(metrics)
+    rows = []
+    for key, group in long.groupby(KEYS, sort=True):
+        mean, ci = mean_ci(group["value"].tolist(), confidence)
+        rows.append({**dict(zip(KEYS, key)), "run_mean": mean, "run_ci_low": ci[0] if ci else np.nan,
+                     "run_ci_high": ci[1] if ci else np.nan, "n_seeds": len(group)})
+    run = pd.DataFrame(rows, columns=KEYS + ["run_mean", "run_ci_low", "run_ci_high", "n_seeds"])
+    paper = reference.rename(columns={"value": "paper_value", "source": "paper_source"})
+    table = run.merge(paper[KEYS + ["paper_value", "paper_figure", "shown_in_paper", "paper_source"]], on=KEYS)
+    table["difference"] = table["run_mean"] - table["paper_value"]
+    inside = (table["paper_value"] >= table["run_ci_low"]) & (table["paper_value"] <= table["run_ci_high"])
+    table["paper_in_ci"] = inside.astype(object).where(table["run_ci_low"].notna(), np.nan)  # one seed: no interval
+    columns = KEYS + ["paper_value", "run_mean", "run_ci_low", "run_ci_high", "n_seeds", "difference", "paper_in_ci",
+                      "paper_figure", "shown_in_paper", "paper_source"]
+    return table[columns].sort_values(KEYS).reset_index(drop=True)
+
+
+def comparison_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per figure of the paper and dataset: how many values are compared, the median and largest absolute
+    difference, the median signed difference (run - paper), and how many paper values lie in the run's interval."""
+    rows = []
+    for (figure, dataset), group in table.groupby(["paper_figure", "dataset"], sort=True):
+        diff = group["difference"].to_numpy(dtype=float)
+        judged = group["paper_in_ci"].dropna()
+        rows.append({"figure": FIGURE_TITLES.get(figure, figure), "dataset": dataset, "values": len(group),
+                     "median_abs_difference": float(np.median(np.abs(diff))),
+                     "max_abs_difference": float(np.max(np.abs(diff))),
+                     "median_difference": float(np.median(diff)),
+                     "paper_in_ci": int(judged.astype(bool).sum()), "with_ci": len(judged)})
+    return pd.DataFrame(rows, columns=["figure", "dataset", "values", "median_abs_difference", "max_abs_difference",
+                                       "median_difference", "paper_in_ci", "with_ci"])
+
+
+def paper_histogram(distances: pd.DataFrame, dataset: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The paper's Fig. 2 histograms of `dataset` as (bin centres, density): 'pgd' (regular adversarial examples)
+    and 'onmanifold', where the paper shows them. The reference stores each bin's share of the examples, so the
+    density is the share over the bin width."""
+    out = {}
+    rows = distances[(distances["dataset"] == dataset) & (distances["quantity"] == "density")]
+    for method, name in (("regular_adversarial", "pgd"), ("onmanifold_adversarial", "onmanifold")):
+        part = rows[rows["method"] == method].sort_values("x")
+        if len(part) >= 2:
+            x, share = part["x"].to_numpy(float), part["y"].to_numpy(float)
+            out[name] = (x, share / np.median(np.diff(x)))
+    return out
+
+
+def histogram_median(x: np.ndarray, density: np.ndarray) -> float:
+    """The median of a histogram given by equally wide bins (centres `x`) and density, linear within a bin."""
+    half = np.median(np.diff(x)) / 2
+    edges = np.concatenate([[x[0] - half], x + half])
+    cumulative = np.concatenate([[0.0], np.cumsum(density)])
+    return float(np.interp(0.5, cumulative / cumulative[-1], edges))
+
+
+def paper_curve(reference: pd.DataFrame, dataset: str, quantity: str, method: str,
+                n_range: tuple[int, int] | None = None) -> pd.DataFrame:
+    """The paper's values of one quantity and method against N (within `n_range` if given), sorted by N."""
+    part = reference[(reference["dataset"] == dataset) & (reference["quantity"] == quantity)
+                     & (reference["method"] == method)]
+    if n_range is not None:
+        part = part[part["n_train"].between(*n_range)]
+    return part[["n_train", "value"]].sort_values("n_train").reset_index(drop=True)
+
+
+def paper_pairs(reference: pd.DataFrame, dataset: str, x: str, y: str, method: str,
+                n_range: tuple[int, int] | None = None) -> pd.DataFrame:
+    """The paper's (x, y) pairs of one method at every N where it has both quantities, sorted by N."""
+    xs = paper_curve(reference, dataset, x, method, n_range).rename(columns={"value": x})
+    ys = paper_curve(reference, dataset, y, method, n_range).rename(columns={"value": y})
+    return xs.merge(ys, on="n_train").sort_values("n_train").reset_index(drop=True)
+
+
+# --- settings in which a run differs from the paper ---------------------------------------------------------------
+
+def _attack_text(section: Mapping) -> str:
+    step = (f"Adam lr {section.get('adam_lr')}" if section.get("optimizer") == "adam"
+            else f"signed steps of {section.get('step_size')}")
+    start = section.get("start", "uniform")
+    return f"{section.get('steps')} iterations, {step}, {section.get('restarts', 1)} restarts, start {start}"
+
+
+PAPER_SETTINGS = {
+    "fonts": "1000 Google Fonts",
+    "FONTS ranges": "hard (translation ±0.2, shear ±0.5, scale [0.75, 1.15], rotation ±π/2)",
+    "training images N": "250 to 40000 (13 values)",
+    "seeds": "5 models per N",
+    "classifier epochs": "20",
+    "PGD evaluation": "40 iterations, Adam lr 0.005, 5 restarts, start distance_direction, 1000 test images",
+    "on-manifold evaluation": "40 iterations, Adam lr 0.005, 5 restarts, start distance_direction, 2500 test images",
+    "attack inside adversarial training": "40 iterations (the evaluation's attack, one restart)",
+    "VAE-GANs": "channels 64/128/256; 10 / 30 / 60 epochs (FONTS / EMNIST / Fashion-MNIST)",
+}
+
+
+def settings_beside_paper(cfg: Mapping, n_fonts: int | None = None) -> list[dict]:
+    """The run's value of each setting in PAPER_SETTINGS, and whether it is the paper's."""
+    cls, pgd, onm, vae = cfg["classifiers"], cfg["pgd"], cfg["onmanifold"], cfg["vaegan"]
+    fonts = cfg.get("fonts", {})
+    train = cls["adversarial_attack"]
+    run = {
+        "fonts": f"{n_fonts} fonts ({fonts.get('source')})" if n_fonts else f"source {fonts.get('source')}",
+        "FONTS ranges": str(fonts.get("ranges")),
+        "training images N": f"{', '.join(str(n) for n in sorted(cls['n_train']))} ({len(cls['n_train'])} values)",
+        "seeds": f"{len(cls['seeds'])} models per N",
+        "classifier epochs": str(cls["epochs"]),
+        "PGD evaluation": f"{_attack_text(pgd)}, {pgd['n_test']} test images",
+        "on-manifold evaluation": f"{_attack_text(onm)}, {onm['n_test']} test images",
+        "attack inside adversarial training": f"{train['steps']} iterations "
+                                              f"({_attack_text({**train, 'restarts': 1})})",
+        "VAE-GANs": f"channels {'/'.join(str(c) for c in vae['channels'])}; epochs "
+                    + ", ".join(f"{d} {e}" for d, e in vae["epochs"].items())
+                    + (f"; at most {', '.join(f'{d} {s}' for d, s in vae['max_steps'].items() if s)} steps"
+                       if any(vae.get("max_steps", {}).values()) else ""),
+    }
+    same = {
+        "fonts": bool(n_fonts) and n_fonts >= 1000 and fonts.get("source") == "archive",
+        "FONTS ranges": fonts.get("ranges") == "hard",
+        "training images N": len(cls["n_train"]) >= 13,
+        "seeds": len(cls["seeds"]) >= 5,
+        "classifier epochs": cls["epochs"] == 20,
+        "PGD evaluation": _is_paper_attack(pgd) and pgd["n_test"] >= 1000,
+        "on-manifold evaluation": _is_paper_attack(onm) and onm["n_test"] >= 2500,
+        "attack inside adversarial training": train["steps"] >= 40,
+        "VAE-GANs": list(vae["channels"]) == [64, 128, 256] and not any(vae.get("max_steps", {}).values()),
+    }
+    return [{"setting": k, "paper": PAPER_SETTINGS[k], "run": run[k], "as_paper": same[k]} for k in PAPER_SETTINGS]
+
+
+def _is_paper_attack(section: Mapping) -> bool:
+    return (section.get("optimizer") == "adam" and section.get("start") == "distance_direction"
+            and section.get("steps") == 40 and section.get("restarts") == 5)
+
+
+def comparison_markdown(summary: pd.DataFrame, settings: Sequence[dict]) -> list[str]:
+    """Markdown lines: the per-figure summary of the paper comparison and the settings beside the paper's."""
+    lines = ["## Beside the paper's numbers", "",
+             "Every value this run and the paper both have (same dataset, quantity, method and N) is in "
+             "`results/tables/paper_comparison.csv`; per figure (difference = this run − the paper):", "",
+             "| figure | dataset | values | median abs. difference | largest abs. difference | median difference | "
+             "paper value in the run's interval |", "|---|---|---|---|---|---|---|"]
+    for row in summary.itertuples():
+        inside = f"{row.paper_in_ci} of {row.with_ci}" if row.with_ci else "– (one seed)"
+        lines.append(f"| {row.figure} | {row.dataset} | {row.values} | {row.median_abs_difference:.3f} | "
+                     f"{row.max_abs_difference:.3f} | {row.median_difference:+.3f} | {inside} |")
+    if summary.empty:
+        lines.append("| – | – | 0 | – | – | – | – |")
+    lines += ["", "Settings of this run beside the paper's (the paper's text):", "",
+              "| setting | paper | this run | |", "|---|---|---|---|"]
+    lines += [f"| {s['setting']} | {s['paper']} | {s['run']} | {'same' if s['as_paper'] else 'differs'} |"
+              for s in settings]
+    return lines + [""]
