@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from manifold_robustness.attacks import (
+    STARTS,
     AttackConfig,
     AttackResult,
     box_attack,
@@ -71,10 +73,11 @@ def test_adversarial_examples_stay_in_eps_ball_and_unit_box(trained_model, attac
     assert 0 < rates["success"] < 1
 
 
+@pytest.mark.parametrize("start", STARTS)
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-def test_eps_zero_gives_clean_accuracy(trained_model, attack_set, optimizer):
+def test_eps_zero_gives_clean_accuracy(trained_model, attack_set, optimizer, start):
     x, y, index = attack_set
-    result = pgd(trained_model, x, y, config(eps=0.0, steps=5, optimizer=optimizer), indices=index)
+    result = pgd(trained_model, x, y, config(eps=0.0, steps=5, optimizer=optimizer, start=start), indices=index)
     clean_correct = predict(trained_model, x) == y
     assert torch.equal(result.correct, clean_correct)
     assert 0 < int((~clean_correct).sum()), "want some misclassified clean images to make the check meaningful"
@@ -198,6 +201,90 @@ def test_restart_noise_is_keyed_by_seed_index_restart():
     assert not torch.equal(restart_noise(torch.tensor([7]), 2, (4, 5), seed=1)[0], a[1])
     big = restart_noise(torch.arange(50), 0, (28, 28), seed=0)
     assert abs(float(big.mean())) < 0.01 and float(big.abs().max()) > 0.999
+
+
+def test_uniform_start_is_the_previous_formula_bit_for_bit():
+    """Records made before the start became a setting stay valid: the uniform start draws the same numbers."""
+    indices, shape = torch.tensor([0, 5, 123456]), (1, 28, 28)
+    for restart in (0, 3):
+        old = torch.empty(len(indices), *shape)
+        for row, index in enumerate(indices.tolist()):
+            state = np.random.SeedSequence((7, index, restart)).generate_state(1, dtype=np.uint64)[0]
+            old[row] = torch.rand(shape, generator=torch.Generator().manual_seed(int(state))) * 2 - 1
+        assert torch.equal(restart_noise(indices, restart, shape, seed=7, start="uniform"), old)
+        assert torch.equal(restart_noise(indices, restart, shape, seed=7), old)
+
+
+def test_distance_direction_distance_is_uniform_in_zero_one():
+    """L_inf norms of 4000 offsets against U[0, 1]: an empirical p-quantile of n uniform draws has standard error
+    sqrt(p (1 - p) / n) (density 1), at most 0.008 here; each of the nine deciles must lie within 4 of them."""
+    n = 4000
+    u = restart_noise(torch.arange(n), 0, (1, 28, 28), seed=0, start="distance_direction").flatten(1)
+    r = u.abs().amax(dim=1).double()
+    assert r.min() >= 0 and r.max() <= 1
+    for p in np.arange(1, 10) / 10:
+        assert abs(float(torch.quantile(r, p)) - p) <= 4 * np.sqrt(p * (1 - p) / n), p
+    # The distance is attained by one coordinate, the others spread like a Gaussian's, not uniformly.
+    assert ((u.abs() == r[:, None].float()).sum(dim=1) == 1).all()
+    uniform = restart_noise(torch.arange(n), 0, (1, 28, 28), seed=0).flatten(1)
+    ratio = lambda v: (v.norm(dim=1) / v.abs().amax(dim=1)).median()  # noqa: E731
+    # 784 coordinates: about sqrt(784 / 3) = 16.2 for the uniform start; here 28 / max|g|, max|g| near 3.3.
+    assert 15 < ratio(uniform) < 17.5 and 7.5 < ratio(u) < 10
+
+
+def test_distance_direction_is_keyed_by_seed_index_restart():
+    a = restart_noise(torch.tensor([3, 7, 11]), 2, (4, 5), seed=0, start="distance_direction")
+    assert torch.equal(restart_noise(torch.tensor([7]), 2, (4, 5), seed=0, start="distance_direction")[0], a[1])
+    assert not torch.equal(restart_noise(torch.tensor([7]), 1, (4, 5), seed=0, start="distance_direction")[0], a[1])
+    assert not torch.equal(restart_noise(torch.tensor([7]), 2, (4, 5), seed=1, start="distance_direction")[0], a[1])
+    assert not torch.equal(restart_noise(torch.tensor([7]), 2, (4, 5), seed=0)[0], a[1])
+
+
+@pytest.mark.parametrize("steps", [0, 10])
+@pytest.mark.parametrize("start", STARTS)
+def test_starts_stay_in_eps_ball_and_unit_box(trained_model, attack_set, start, steps):
+    """With no steps the kept variable is the start clip(x + eps * offset) itself; after steps it stays inside."""
+    x, y, index = attack_set
+    eps = 0.1
+    cfg = config(eps=eps, steps=steps, restarts=3, early_stop=False, start=start, seed=5)
+    v = pgd(trained_model, x, y, cfg, indices=index).variables
+    assert (v - x[:, None]).abs().max() <= eps + 1e-6
+    assert v.min() >= 0 and v.max() <= 1
+    if steps == 0:
+        for r in range(3):
+            offset = restart_noise(index, r, (1, 28, 28), seed=5, start=start)
+            expected = torch.minimum(torch.maximum(x + eps * offset, (x - eps).clamp(0, 1)), (x + eps).clamp(0, 1))
+            torch.testing.assert_close(v[:, r], expected, atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("start", STARTS)
+def test_batch_size_does_not_change_either_start(double_model, attack_set, start):
+    x, y, index = attack_set
+    x, y, index = x[:16].double(), y[:16], index[:16]
+    whole = pgd(double_model, x, y, config(start=start, steps=10, batch_size=16), indices=index)
+    singles = pgd(double_model, x, y, config(start=start, steps=10, batch_size=1), indices=index)
+    assert whole.success.any() and not whole.success.all()
+    assert_same_result(whole, singles, atol=1e-8)
+
+
+def test_attack_records_name_their_start(tmp_path, trained_model, attack_set):
+    """The workflow's config sections reach AttackConfig (eta renamed eps) and the record's attributes."""
+    import h5py
+
+    from manifold_robustness.attack_io import save_attack
+    from manifold_robustness.stages import attack_config
+
+    cfg = attack_config({"eta": 0.1, "steps": 2, "restarts": 1, "start": "distance_direction", "n_test": 5})
+    assert (cfg.eps, cfg.start) == (0.1, "distance_direction")
+    x, y, index = attack_set
+    save_attack(tmp_path / "pgd.h5", pgd(trained_model, x[:5], y[:5], cfg, indices=index[:5]), index[:5].numpy(), cfg)
+    with h5py.File(tmp_path / "pgd.h5") as h5:
+        assert h5.attrs["config.start"] == "distance_direction"
+
+
+def test_attack_config_rejects_an_unknown_start():
+    with pytest.raises(ValueError, match=r"start must be one of \('uniform', 'distance_direction'\)"):
+        AttackConfig(start="gaussian")
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)

@@ -8,9 +8,10 @@ import copy
 import pytest
 import torch
 
-from manifold_robustness.attacks import AttackConfig, success_rates
+from manifold_robustness.attacks import STARTS, AttackConfig, restart_noise, success_rates
 from manifold_robustness.onmanifold import (
     ClassDecoders,
+    clipped_box,
     decoded_images,
     learned_manifold_adversary,
     learned_manifold_attack,
@@ -93,6 +94,28 @@ def test_eta_zero_success_is_the_decoded_clean_error(trained_model, test_set, de
     clean_error = (predict(trained_model, clean) != s["labels"]).float()
     assert torch.equal(result.success.float().mean(dim=1), clean_error)
     assert success_rates(result.success, result.correct)["success"] == 0.0
+
+
+@pytest.mark.parametrize("start", STARTS)
+@pytest.mark.parametrize("attack", ["true", "transformation"])
+def test_on_manifold_restarts_start_inside_their_box(trained_model, test_set, attack, start):
+    """With no steps the kept codes are the engine's start, drawn in the codes' own units and clipped to the box."""
+    s = test_set
+    cfg = config(eps=0.3, steps=0, restarts=2, early_stop=False, start=start, seed=3)
+    if attack == "true":
+        result, _ = true_attack(trained_model, s, cfg)
+        center = s["codes"]
+    else:
+        result, _ = transformation_attack(trained_model, s["images"], s["labels"], RANGES, cfg, s["rows"])
+        center = torch.tensor(IDENTITY_CODE).expand(len(s["rows"]), 6)
+    center, lo, hi = clipped_box(center, 0.3, RANGES.low, RANGES.high)
+    v = result.variables
+    assert ((v >= lo[:, None]) & (v <= hi[:, None])).all()
+    for r in range(2):
+        offset = restart_noise(s["rows"], r, (6,), seed=3, start=start)
+        expected = torch.minimum(torch.maximum(center + 0.3 * offset, lo), hi)
+        torch.testing.assert_close(v[:, r], expected, atol=1e-6, rtol=0)
+    assert (v != center[:, None]).any(dim=2).all()  # every restart moved off the clean codes
 
 
 def test_transformation_with_eta_zero_is_the_identity(trained_model, test_set):

@@ -2,11 +2,18 @@
 and latents (every constraint set in this study is a box: the eps-ball intersected with [0, 1], or a latent
 eta-box intersected with the latent's range).
 
-The engine maximizes the cross-entropy of the model on `decode(v)` over v in [lo, hi], starting from a
-point drawn uniformly in the radius-box around the clean variable and clipped to [lo, hi]. Two step rules:
-signed gradient (Madry et al.; the default) and Adam on the perturbation (the original implementation's
-choice). Random starts are drawn per (seed, example index, restart), so a result never depends on batch size,
-chunking or how restarts are laid out.
+The engine maximizes the cross-entropy of the model on `decode(v)` over v in [lo, hi] from random starts
+v0 = clip(center + eps * u, lo, hi), where the offset u (in units of the radius eps) is one of two starts:
+- "uniform" (Madry et al.): every coordinate of u uniform in [-1, 1], i.e. u uniform in the L_inf unit ball;
+- "distance_direction" (our reading of the paper's "(distance and direction) uniformly sampled in the
+  eps-ball"): u = r g / ||g||_inf with g standard normal per coordinate (its direction uniform over all
+  directions) and then r uniform in [0, 1], so the distance ||eps * u||_inf, taken before clipping, is uniform
+  in [0, eps]. Most coordinates of g are far smaller than its largest one, so such a start lies much closer to
+  the center in L2 than a uniform one; the start can thus move the distances to the manifold of Fig. 2.
+On-manifold attacks run this same engine, so they draw the same start in their code, latent or transformation
+boxes, eps then being in the decoder input's own units. Two step rules: signed gradient (Madry et al.; the
+default) and Adam on the perturbation (the original implementation's choice). Random starts are drawn per
+(seed, example index, restart), so a result never depends on batch size, chunking or how restarts are laid out.
 
 What each restart keeps:
 - early_stop=True (evaluation): the first iterate that is misclassified; the example then leaves the active
@@ -31,6 +38,7 @@ Decoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Adversary = Callable[[nn.Module, torch.Tensor, torch.Tensor, "AttackConfig"], torch.Tensor]
 STEP_RULES = ("sign", "adam")
 LAYOUTS = ("auto", "sequential", "folded")
+STARTS = ("uniform", "distance_direction")
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,7 @@ class AttackConfig:
     restarts: int = 5
     optimizer: str = "sign"
     adam_lr: float = 0.005
+    start: str = "uniform"
     early_stop: bool = True
     seed: int = 0
     layout: str = "auto"
@@ -51,6 +60,8 @@ class AttackConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in STEP_RULES:
             raise ValueError(f"optimizer must be one of {STEP_RULES}, got '{self.optimizer}'")
+        if self.start not in STARTS:
+            raise ValueError(f"start must be one of {STARTS}, got '{self.start}'")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got '{self.layout}'")
         if self.eps < 0 or self.steps < 0 or self.restarts < 1 or self.batch_size < 1:
@@ -107,13 +118,23 @@ def success_rates(success: np.ndarray | torch.Tensor, correct: np.ndarray | torc
     }
 
 
-def restart_noise(indices: torch.Tensor, restart: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
-    """Uniform [-1, 1] noise of `shape` for each example, determined by (seed, example index, restart) alone."""
+def start_offset(shape: tuple[int, ...], start: str, gen: torch.Generator) -> torch.Tensor:
+    """One restart's offset from the center in units of eps (see the module docstring for the two starts)."""
+    if start == "uniform":
+        return torch.rand(shape, generator=gen) * 2 - 1
+    if start == "distance_direction":
+        g = torch.randn(shape, generator=gen)
+        return g / g.abs().max() * torch.rand((), generator=gen)
+    raise ValueError(f"start must be one of {STARTS}, got '{start}'")
+
+
+def restart_noise(indices: torch.Tensor, restart: int, shape: tuple[int, ...], seed: int,
+                  start: str = "uniform") -> torch.Tensor:
+    """`start_offset` of `shape` for each example, determined by (seed, example index, restart) alone."""
     out = torch.empty(len(indices), *shape)
     for row, index in enumerate(indices.tolist()):
         state = np.random.SeedSequence((seed, index, restart)).generate_state(1, dtype=np.uint64)[0]
-        gen = torch.Generator().manual_seed(int(state))
-        out[row] = torch.rand(shape, generator=gen) * 2 - 1
+        out[row] = start_offset(shape, start, torch.Generator().manual_seed(int(state)))
     return out
 
 
@@ -219,7 +240,8 @@ def box_attack(model: nn.Module, decode: Decoder, center: torch.Tensor, lo: torc
         for start, restarts in tqdm(batches, desc=f"attack {n} examples ({layout} restarts)", disable=not progress):
             sl = slice(start, min(start + cfg.batch_size, n))
             k = len(restarts)
-            noise = torch.cat([restart_noise(indices[sl], r, shape, cfg.seed) for r in restarts]).to(device, center.dtype)
+            noise = torch.cat([restart_noise(indices[sl], r, shape, cfg.seed, cfg.start) for r in restarts])
+            noise = noise.to(device, center.dtype)
             rep = lambda t: t[sl].repeat(k, *([1] * (t.dim() - 1)))  # noqa: E731 (restart-major folding)
             c, l, h = rep(center), rep(lo), rep(hi)
             v0 = torch.maximum(torch.minimum(c + cfg.eps * noise, h), l)

@@ -3,8 +3,9 @@ parameters of a spatial transformer applied to the image itself (adversarial tra
 
 Each is the box attack of `attacks.box_attack` run on the decoder's input z: maximize the cross-entropy of
 f(dec(z + zeta)) over ||zeta||_inf <= eta, with z + zeta also kept inside the decoder's own domain (the code
-sampling ranges, the latent box [-bound, bound]^d, or the transformation bounds). The clean prediction, over
-which success rates are computed, is the prediction on dec(z), the decoded clean point.
+sampling ranges, the latent box [-bound, bound]^d, or the transformation bounds). Restarts begin at the
+engine's random start (`AttackConfig.start`) around z, drawn in z's own units and clipped to that box. The
+clean prediction, over which success rates are computed, is the prediction on dec(z), the decoded clean point.
 
 The `*_adversary` factories wrap the same attacks for training: they map (model, positions in the training
 set, labels, attack settings) to adversarial images.
