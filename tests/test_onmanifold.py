@@ -11,8 +11,10 @@ import torch
 from manifold_robustness.attacks import STARTS, AttackConfig, restart_noise, success_rates
 from manifold_robustness.onmanifold import (
     ClassDecoders,
+    clamped_shares,
     clipped_box,
     decoded_images,
+    latent_box,
     learned_manifold_adversary,
     learned_manifold_attack,
     transformation_adversary,
@@ -246,3 +248,144 @@ def test_onmanifold_training_examples_are_renderings_of_nearby_codes(train_tenso
     assert moved.shape == (20, 1, 28, 28) and not moved.requires_grad
     assert moved.min() >= 0 and moved.max() <= 1
     assert ((moved - images[pos]).abs().amax(dim=(1, 2, 3)) > 0.1).float().mean() > 0.5
+
+def test_clamped_shares_count_latents_and_coordinates_outside_the_prior_box():
+    latents = torch.zeros(4, 10)
+    latents[0, 3], latents[0, 7] = 2.5, -2.01
+    latents[1, :] = 2.0  # on the edge: inside
+    latents[2, 0] = -3.0
+    latents[3, 5] = -1.99
+    assert clamped_shares(latents, 2.0) == {"clamped_latent_share": 0.5, "clamped_coordinate_share": 3 / 40}
+    assert clamped_shares(latents, 3.5) == {"clamped_latent_share": 0.0, "clamped_coordinate_share": 0.0}
+
+
+def test_latent_box_is_the_prior_box_or_each_class_own_range():
+    latents = torch.tensor([[0.0, 5.0], [1.0, -3.0], [-4.0, 0.5], [2.0, 2.0], [0.5, 0.5]])
+    labels = torch.tensor([3, 3, 7, 7, 3])
+    low, high = latent_box(latents, labels, "data_range", 2.0)
+    assert low.tolist() == [[0.0, -3.0], [0.0, -3.0], [-4.0, 0.5], [-4.0, 0.5], [0.0, -3.0]]
+    assert high.tolist() == [[1.0, 5.0], [1.0, 5.0], [2.0, 2.0], [2.0, 2.0], [1.0, 5.0]]
+    low, high = latent_box(latents, labels, "prior", 2.0)
+    assert (low == -2.0).all() and (high == 2.0).all() and low.shape == latents.shape
+    with pytest.raises(ValueError, match="latent box must be one of"):
+        latent_box(latents, labels, "pooled", 2.0)
+
+
+def spread_latents(decoders, s):
+    """Encoder means with a tenth of the coordinates beyond the prior's box, as trained encoders give them."""
+    latents = decoders.encode_mean(s["images"], s["labels"])
+    latents[::4, 2] = 2.6
+    latents[1::4, 5] = -3.3
+    return latents
+
+
+def test_data_range_box_moves_no_clean_latent(trained_model, decoders, test_set):
+    s = test_set
+    latents = spread_latents(decoders, s)
+    low, high = latent_box(latents, s["labels"], "data_range", decoders.bound)
+    still, _ = learned_manifold_attack(trained_model, decoders, latents, s["labels"], config(eps=0.0, steps=2),
+                                       s["rows"], box=(low, high))
+    assert torch.equal(still.variables, latents[:, None].expand_as(still.variables))  # the center is the mean
+    result, dec = learned_manifold_attack(trained_model, decoders, latents, s["labels"], config(eps=0.3),
+                                          s["rows"], box=(low, high))
+    v = result.variables
+    assert ((v - latents[:, None]).abs() <= 0.3 + 1e-6).all()
+    assert ((v >= low[:, None] - 1e-6) & (v <= high[:, None] + 1e-6)).all()
+    assert (v.abs() > decoders.bound).any()  # the prior's box no longer binds
+    torch.testing.assert_close(decoded_images(result, dec), decoders.decode(result.best_variables(), s["labels"]))
+
+
+def test_prior_box_keeps_every_latent_in_the_truncation_box(trained_model, decoders, test_set):
+    s = test_set
+    latents = spread_latents(decoders, s)
+    box = latent_box(latents, s["labels"], "prior", decoders.bound)
+    result, _ = learned_manifold_attack(trained_model, decoders, latents, s["labels"], config(eps=0.3), s["rows"],
+                                        box=box)
+    v = result.variables
+    assert v.abs().max() <= decoders.bound + 1e-6
+    assert ((v - latents.clamp(-2, 2)[:, None]).abs() <= 0.3 + 1e-6).all()
+    default, _ = learned_manifold_attack(trained_model, decoders, latents, s["labels"], config(eps=0.3), s["rows"])
+    assert torch.equal(default.variables, v)  # no box given: the prior's
+
+
+@pytest.fixture(scope="module")
+def wide_vaegans(decoders):
+    """The tiny VAE-GANs with encoder means stretched to a spread like trained ones' (std about 1.5)."""
+    models = [copy.deepcopy(m) for m in decoders.models]
+    with torch.no_grad():
+        for m in models:
+            m.encoder.mean.weight.mul_(25)
+            m.encoder.mean.bias.fill_(0.5)
+    return models
+
+
+def test_latent_box_setting_reaches_the_attack_and_training_stages(tmp_path, fonts_data, glyph_bank,
+                                                                   trained_model, wide_vaegans):
+    """stages.attack_onmanifold and stages.training_adversary build the box from the config's latent_box: the
+    record's clean latents are the encoder means (data_range) or their clipping (prior), its shares of latents
+    outside the prior's box are those of the means whatever the setting, and the metrics table carries them."""
+    import h5py
+    import numpy as np
+
+    from manifold_robustness import stages
+    from manifold_robustness.attack_io import load_success_rates
+    from manifold_robustness.data import write_dataset
+    from manifold_robustness.io import write_json
+    from manifold_robustness.models import save_classifier
+    from manifold_robustness.tables import metrics_row
+    from manifold_robustness.vaegan import save_vaegan
+
+    data = tmp_path / "fonts.h5"
+    write_dataset(data, fonts_data, glyph_bank[0], [str(p) for p in glyph_bank[1]])
+    paths = [str(tmp_path / f"class{c}.pt") for c in range(10)]
+    for m, path in zip(wide_vaegans, paths):
+        save_vaegan(m, path)
+    model = tmp_path / "model.pt"
+    save_classifier(trained_model, model)
+    dec = ClassDecoders(wide_vaegans)
+    metrics = tmp_path / "metrics.json"
+    write_json(metrics, {"dataset": "fashion", "mode": "normal", "n_train": 100, "seed": 0, "test_error": 0.1,
+                         "train_error": 0.0, "epochs": 1})
+    for setting in ("prior", "data_range"):
+        out = tmp_path / f"{setting}.h5"
+        onm = {"eta": 0.3, "steps": 3, "step_size": 0.1, "restarts": 2, "n_test": 40, "seed": 0,
+               "layout": "sequential", "latent_box": setting}
+        stages.attack_onmanifold(str(data), str(model), str(out), "learned", onm, paths, "cpu", 1)
+        with h5py.File(out) as h5:
+            rows = h5["index"][()]
+            means = dec.encode_mean(torch.from_numpy(fonts_data["test"]["images"][rows]),
+                                    torch.from_numpy(h5["label"][()]))
+            torch.testing.assert_close(torch.from_numpy(h5["encoder_mean"][()]), means)
+            clean = torch.from_numpy(h5["clean_latent"][()])
+            adversarial = torch.from_numpy(h5["adversarial_latent"][()])
+            low, high = torch.from_numpy(h5["latent_low"][()]), torch.from_numpy(h5["latent_high"][()])
+            shares = clamped_shares(means, 2.0)
+            assert 0 < shares["clamped_coordinate_share"] < shares["clamped_latent_share"] < 1
+            assert h5.attrs["config.latent_box"] == setting and h5.attrs["config.latent_bound"] == 2.0
+            for key, value in shares.items():
+                assert h5.attrs[f"stat.{key}"] == pytest.approx(value)
+        assert ((adversarial >= low - 1e-6) & (adversarial <= high + 1e-6)).all()
+        assert ((adversarial - clean).abs() <= 0.3 + 1e-6).all()
+        if setting == "data_range":
+            torch.testing.assert_close(clean, means)
+        else:
+            torch.testing.assert_close(clean, means.clamp(-2, 2))
+            assert (low == -2).all() and (high == 2).all()
+        rates = load_success_rates(out)
+        assert rates["latent_box"] == setting and rates["manifold"] == "learned"
+        row = metrics_row(metrics, {"onmanifold": out, "onmanifold_learned": out})
+        assert row["onmanifold_learned_clamped_share"] == pytest.approx(shares["clamped_coordinate_share"])
+        assert row["onmanifold_learned_clamped_latent_share"] == pytest.approx(shares["clamped_latent_share"])
+        assert row["onmanifold_learned_latent_box"] == setting
+
+    train = {k: v[:60] for k, v in fonts_data["train"].items()}
+    images, labels = torch.from_numpy(train["images"]), torch.from_numpy(train["labels"])
+    means = dec.encode_mean(images, labels)
+    pos = torch.arange(60)
+    for setting, center in (("prior", means.clamp(-2, 2)), ("data_range", means)):
+        cls_cfg = {"onmanifold_attack": {"eta": 0.0, "latent_box": setting}}
+        adversary = stages.training_adversary("onmanifold_learned", str(data), train, images, labels, cls_cfg,
+                                              paths)
+        made = adversary(trained_model, pos, labels, config(eps=0.0, steps=1, restarts=1, early_stop=False))
+        torch.testing.assert_close(made, dec.decode(center, labels))
+    assert np.isnan(metrics_row(metrics, {})["onmanifold_learned_clamped_share"])

@@ -5,7 +5,9 @@ Datasets (n attacked test images, R restarts): `index` (into the test split), `l
 `loss`, `pred`, `steps_to_success`. Attacks through a decoder (on-manifold, transformations) store the decoded
 image in `adversarial`, the kept variable in `adversarial_latent` and the clean one in `clean_latent`; there
 `clean_pred` is the prediction on the decoded clean point and `test_pred` the one on the test image itself.
-Attributes hold the attack configuration, so every number in the
+Learned-manifold records add the unclipped `encoder_mean` and the latent box `latent_low`/`latent_high`.
+Attributes hold the attack configuration (`config.*`), the success rates (`rate.*`) and measurements of the
+attacked data (`stat.*`, e.g. the share of latents outside the prior's box), so every number in the
 metrics table can be traced back to the file and the settings that produced it.
 """
 
@@ -26,10 +28,12 @@ REQUIRED = ("index", "label", "clean_pred", "success", "loss")
 
 def save_attack(path: str | os.PathLike, result: AttackResult, indices: np.ndarray, cfg: AttackConfig,
                 attrs: dict | None = None, images: torch.Tensor | None = None,
-                extra: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+                extra: dict[str, torch.Tensor] | None = None, stats: dict[str, float] | None = None,
+                ) -> dict[str, float]:
     """Write the record atomically and return its success rates (also stored as attributes).
 
     `images`: the best restart's decoded images, for attacks whose variables are latents or codes.
+    `stats`: measurements of the attacked data, stored as `stat.*` attributes.
     """
     best = result.best_restart()
     arrays = {
@@ -56,6 +60,8 @@ def save_attack(path: str | os.PathLike, result: AttackResult, indices: np.ndarr
             h5.attrs[f"config.{key}"] = value
         for key, value in rates.items():
             h5.attrs[f"rate.{key}"] = value
+        for key, value in (stats or {}).items():
+            h5.attrs[f"stat.{key}"] = value
     return rates
 
 
@@ -80,10 +86,12 @@ def best_restart_success(record: dict[str, np.ndarray]) -> np.ndarray:
 
 def load_success_rates(path: str | os.PathLike) -> dict[str, float | str]:
     """Recompute both success rates from the per-example arrays (not from cached attributes); on-manifold
-    records add which manifold they attacked."""
+    records add which manifold they attacked, learned-manifold ones their latent box and `stat.*` measurements."""
     record = read_record(path)
     rates: dict[str, float | str] = dict(success_rates(record["success"], record["clean_pred"] == record["label"]))
-    manifold = record["attrs"].get("config.manifold")
-    if manifold is not None:
-        rates["manifold"] = str(manifold)
+    attrs = record["attrs"]
+    for key in ("manifold", "latent_box"):
+        if f"config.{key}" in attrs:
+            rates[key] = str(attrs[f"config.{key}"])
+    rates.update({key[len("stat."):]: float(value) for key, value in attrs.items() if key.startswith("stat.")})
     return rates

@@ -24,6 +24,8 @@ from .transformer import IDENTITY_CODE, TransformRanges, decode as render, trans
 from .vaegan import folded_decoder, model_device
 
 MANIFOLDS = ("true", "learned")
+# What keeps a latent of the learned manifold in the decoder's domain (see `latent_box`).
+LATENT_BOXES = ("prior", "data_range")
 
 
 def clipped_box(center: torch.Tensor, eps: float, low: torch.Tensor,
@@ -102,12 +104,51 @@ def true_manifold_attack(model: nn.Module, glyphs: torch.Tensor, font: torch.Ten
     return box_attack(model, decode, center, lo, hi, labels, cfg, indices, progress=progress), decode
 
 
+def latent_box(latents: torch.Tensor, labels: torch.Tensor, setting: str,
+               bound: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example, the box (low, high), each shaped like `latents`, that its clean and adversarial latents
+    are kept in on the learned manifold.
+
+    prior: [-bound, bound]^d, the support of the truncated prior the VAE-GANs sample from (the paper's text).
+    Encoder means outside it are clipped into it before the attack, which moves the clean point.
+    data_range: per class and coordinate, the smallest and largest of the `latents` of that class (the
+    training latents for training, the attacked test latents for evaluation), so no latent is moved. Per
+    class, because each class has a VAE-GAN of its own: coordinate k of one class's latent space has nothing
+    to do with coordinate k of another's, and a range pooled over classes would let one class's outliers widen
+    every other class's box.
+    """
+    if setting == "prior":
+        low = torch.full_like(latents, -bound)
+        return low, -low
+    if setting != "data_range":
+        raise ValueError(f"latent box must be one of {LATENT_BOXES}, got '{setting}'")
+    low, high = torch.empty_like(latents), torch.empty_like(latents)
+    for c in labels.unique().tolist():
+        rows = labels == c
+        low[rows], high[rows] = latents[rows].amin(dim=0), latents[rows].amax(dim=0)
+    return low, high
+
+
+def clamped_shares(latents: torch.Tensor, bound: float) -> dict[str, float]:
+    """How much of `latents` lies outside the prior's box [-bound, bound]^d: the share of latents with any
+    coordinate outside it and the share of coordinates outside it (what the `prior` box clamps)."""
+    outside = latents.abs() > bound
+    if not outside.numel():
+        return {"clamped_latent_share": float("nan"), "clamped_coordinate_share": float("nan")}
+    return {"clamped_latent_share": int(outside.any(dim=1).sum()) / len(outside),
+            "clamped_coordinate_share": int(outside.sum()) / outside.numel()}
+
+
 def learned_manifold_attack(model: nn.Module, decoders: ClassDecoders, latents: torch.Tensor, labels: torch.Tensor,
                             cfg: AttackConfig, indices: torch.Tensor | None = None, progress: bool = False,
-                            ) -> tuple[AttackResult, Callable]:
-    """Attack VAE-GAN latents (encoder means of the true class) within eta and [-bound, bound]^d."""
-    bound = torch.tensor(decoders.bound)
-    center, lo, hi = clipped_box(latents, cfg.eps, -bound, bound)
+                            box: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[AttackResult, Callable]:
+    """Attack VAE-GAN latents (encoder means of the true class) within eta and the latent `box` (low, high),
+    broadcastable to `latents` (see `latent_box`); None is the prior's box [-bound, bound]^d. The latents are
+    clipped into the box first."""
+    if box is None:
+        bound = torch.tensor(decoders.bound)
+        box = (-bound, bound)
+    center, lo, hi = clipped_box(latents, cfg.eps, *box)
 
     def decode(v: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         return decoders.decode(v, labels[rows])
@@ -146,10 +187,13 @@ def true_manifold_adversary(glyphs: torch.Tensor, font: torch.Tensor, codes: tor
     return attack
 
 
-def learned_manifold_adversary(decoders: ClassDecoders, latents: torch.Tensor) -> Adversary:
-    """On-manifold training examples on the learned manifold, from the training images' encoder means."""
+def learned_manifold_adversary(decoders: ClassDecoders, latents: torch.Tensor,
+                               box: tuple[torch.Tensor, torch.Tensor] | None = None) -> Adversary:
+    """On-manifold training examples on the learned manifold, from the training images' encoder means; `box`:
+    per training image, the latent box (as `latent_box` gives it), None for the prior's."""
     def attack(model: nn.Module, pos: torch.Tensor, y: torch.Tensor, cfg: AttackConfig) -> torch.Tensor:
-        result, decode = learned_manifold_attack(model, decoders, latents[pos], y, cfg, pos.cpu())
+        rows_box = None if box is None else (box[0][pos], box[1][pos])
+        result, decode = learned_manifold_attack(model, decoders, latents[pos], y, cfg, pos.cpu(), box=rows_box)
         return decoded_images(result, decode, restart=0)
     return attack
 

@@ -24,8 +24,9 @@ from .device import configure_torch, resolve_device
 from .fonts import build_glyph_bank, default_font_dirs, discover_font_files, extract_fonts, fetch_archive
 from .io import atomic_path, read_json, write_json
 from .models import load_classifier, save_classifier
-from .onmanifold import (ClassDecoders, decoded_images, learned_manifold_adversary, learned_manifold_attack,
-                         transformation_adversary, true_manifold_adversary, true_manifold_attack)
+from .onmanifold import (ClassDecoders, clamped_shares, decoded_images, latent_box, learned_manifold_adversary,
+                         learned_manifold_attack, transformation_adversary, true_manifold_adversary,
+                         true_manifold_attack)
 from .training import TrainConfig, error_rate, predict, train_classifier
 from .transformer import PRESETS, TransformRanges
 from .vaegan import VAEGANConfig, load_vaegan, reconstruction_error, sample, save_vaegan, train_vaegan
@@ -138,7 +139,11 @@ def training_adversary(mode: str, data_path: str, train: dict, images: torch.Ten
                                        torch.from_numpy(train["codes"]).to(device), read_ranges(data_path))
     if mode == "onmanifold_learned":
         decoders = load_decoders(vaegan_paths, device)
-        return learned_manifold_adversary(decoders, decoders.encode_mean(images, labels))
+        latents = decoders.encode_mean(images, labels)
+        setting = cls_cfg["onmanifold_attack"]["latent_box"]
+        log.info("training latents outside [-%g, %g]: %s; latent box: %s", decoders.bound, decoders.bound,
+                 clamped_shares(latents, decoders.bound), setting)
+        return learned_manifold_adversary(decoders, latents, latent_box(latents, labels, setting, decoders.bound))
     if mode == "transformation":
         return transformation_adversary(images, transformation_ranges(data_path, cls_cfg["transformation_attack"]))
     raise ValueError(f"unknown training mode '{mode}'")
@@ -219,6 +224,7 @@ def attack_onmanifold(data_path: str, model_path: str, out: str, manifold: str, 
     cfg = attack_config(onm_cfg, early_stop=True)
     model = load_classifier(model_path, device)
     index = torch.from_numpy(subset)
+    learned: dict[str, dict] = {}  # what only a learned-manifold record holds
     start = time.perf_counter()
     if manifold == "true":
         if "codes" not in data:
@@ -230,15 +236,27 @@ def attack_onmanifold(data_path: str, model_path: str, out: str, manifold: str, 
         clean_latent = codes
     elif manifold == "learned":
         decoders = load_decoders(vaegan_paths or [], device)
-        clean_latent = decoders.encode_mean(images, labels).clamp(-decoders.bound, decoders.bound)
-        result, decode = learned_manifold_attack(model, decoders, clean_latent, labels, cfg, index, progress=True)
+        means = decoders.encode_mean(images, labels)
+        setting = onm_cfg["latent_box"]
+        low, high = latent_box(means, labels, setting, decoders.bound)
+        clean_latent = torch.maximum(torch.minimum(means, high), low)
+        result, decode = learned_manifold_attack(model, decoders, clean_latent, labels, cfg, index, progress=True,
+                                                 box=(low, high))
+        learned = {"extra": {"encoder_mean": means, "latent_low": low, "latent_high": high},
+                   "attrs": {"latent_box": setting, "latent_bound": decoders.bound},
+                   "stats": clamped_shares(means, decoders.bound)}
+        log.info("test latents outside [-%g, %g]: %s; latent box: %s", decoders.bound, decoders.bound,
+                 learned["stats"], setting)
     else:
         raise ValueError(f"manifold must be 'true' or 'learned', got '{manifold}'")
     seconds = time.perf_counter() - start
     rates = save_attack(out, result, subset, cfg, images=decoded_images(result, decode),
-                        extra={"clean_latent": clean_latent, "test_pred": predict(model, images)},
+                        extra={"clean_latent": clean_latent, "test_pred": predict(model, images),
+                               **learned.get("extra", {})},
                         attrs={"manifold": manifold, "seconds": seconds, "device": str(device),
-                               "model": str(model_path), "vaegans": [str(p) for p in vaegan_paths or []]})
+                               "model": str(model_path), "vaegans": [str(p) for p in vaegan_paths or []],
+                               **learned.get("attrs", {})},
+                        stats=learned.get("stats"))
     log.info("on-manifold (%s) attack on %d images in %.1fs: %s", manifold, len(subset), seconds, rates)
     return rates
 

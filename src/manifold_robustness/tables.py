@@ -22,6 +22,7 @@ def metrics_row(metrics_json: str | os.PathLike, attacks: dict[str, str | os.Pat
     m = read_json(metrics_json)
     row = {key: m[key] for key in ("dataset", "mode", "n_train", "seed", "test_error", "train_error", "epochs")}
     row["train_seconds"] = m.get("train_seconds", np.nan)
+    learned: dict = {}
     for name in ATTACKS:
         rates = load_success_rates(attacks[name]) if name in attacks else {}
         row[f"{name}_success"] = rates.get("success", np.nan)
@@ -32,6 +33,13 @@ def metrics_row(metrics_json: str | os.PathLike, attacks: dict[str, str | os.Pat
         if name == "onmanifold":
             # "true manifold" / "learned manifold": a bare "true" would be read back as a boolean.
             row["onmanifold_manifold"] = f"{rates['manifold']} manifold" if "manifold" in rates else ""
+        if rates.get("manifold") == "learned" and (name == "onmanifold_learned" or not learned):
+            learned = rates
+    # The learned-manifold attack's record is onmanifold_learned on FONTS and onmanifold elsewhere (where the
+    # workflow passes that same record under both names).
+    row["onmanifold_learned_latent_box"] = learned.get("latent_box", "")
+    row["onmanifold_learned_clamped_share"] = learned.get("clamped_coordinate_share", np.nan)
+    row["onmanifold_learned_clamped_latent_share"] = learned.get("clamped_latent_share", np.nan)
     row["model_metrics"] = str(metrics_json)
     return row
 
