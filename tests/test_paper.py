@@ -118,10 +118,10 @@ def test_histogram_median_by_hand() -> None:
 
 def quick_like_config(**changes) -> dict:
     attack = {"steps": 40, "restarts": 5, "optimizer": "adam", "adam_lr": 0.005, "start": "distance_direction"}
-    cfg = {"fonts": {"source": "archive", "ranges": "hard"},
+    cfg = {"fonts": {"source": "archive", "ranges": "hard", "geometry": "sampling"}, "datasets": ["fonts"],
            "classifiers": {"n_train": list(range(13)), "seeds": [0, 1, 2, 3, 4], "epochs": 20,
                            "adversarial_attack": {"steps": 40, "optimizer": "sign", "step_size": 0.01}},
-           "pgd": {**attack, "n_test": 1000}, "onmanifold": {**attack, "n_test": 2500},
+           "pgd": {**attack, "n_test": 1000}, "onmanifold": {**attack, "n_test": 2500, "latent_box": "data_range"},
            "vaegan": {"channels": [64, 128, 256], "epochs": {"fonts": 10}, "max_steps": {"fonts": 0}}}
     for path, value in changes.items():
         section, key = path.split(".")
@@ -245,3 +245,26 @@ def test_fig2_draws_the_papers_histogram_of_the_same_dataset(drawn: list, tmp_pa
     labels = [ln.get_label() for ln in fonts_ax.get_lines()]
     assert any(label.startswith("paper: regular (PGD) adversarial (median 1.0") for label in labels), labels
     assert [ln.get_label() for ln in fashion_ax.get_lines()] == ["paper: no histogram of this dataset"]
+
+
+def merged_config(*files: str) -> dict:
+    """A config as the workflow sees it: config/config.yaml first, each file laid over it, then the schema."""
+    import copy
+
+    import yaml
+    from snakemake.utils import update_config, validate
+
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    for name in files:
+        update_config(cfg, yaml.safe_load((ROOT / name).read_text()))
+    validate(cfg, str(ROOT / "config/schema.yaml"))
+    return copy.deepcopy(cfg)
+
+
+def test_the_paper_config_has_every_setting_of_the_paper() -> None:
+    """config/paper.yaml is read over config/config.yaml: nothing of the quick study may leak into it."""
+    settings = paper.settings_beside_paper(merged_config("config/paper.yaml"), n_fonts=1000)
+    assert [s["setting"] for s in settings if not s["as_paper"]] == []
+    quick = paper.settings_beside_paper(merged_config(), n_fonts=30)
+    assert {s["setting"] for s in quick if not s["as_paper"]} >= {"fonts", "training images N", "seeds",
+                                                                  "classifier epochs", "VAE-GANs"}

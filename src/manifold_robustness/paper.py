@@ -158,18 +158,26 @@ def _attack_text(section: Mapping) -> str:
     step = (f"Adam lr {section.get('adam_lr')}" if section.get("optimizer") == "adam"
             else f"signed steps of {section.get('step_size')}")
     start = section.get("start", "uniform")
-    return f"{section.get('steps')} iterations, {step}, {section.get('restarts', 1)} restarts, start {start}"
+    restarts = section.get("restarts", 1)
+    return f"{section.get('steps')} iterations, {step}, {_count(restarts, 'restart')}, start {start}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 PAPER_SETTINGS = {
     "fonts": "1000 Google Fonts",
     "FONTS ranges": "hard (translation ±0.2, shear ±0.5, scale [0.75, 1.15], rotation ±π/2)",
+    "FONTS geometry": "sampling (the original generator: codes are affine_grid's sampling matrix)",
     "training images N": "250 to 40000 (13 values)",
     "seeds": "5 models per N",
     "classifier epochs": "20",
     "PGD evaluation": "40 iterations, Adam lr 0.005, 5 restarts, start distance_direction, 1000 test images",
     "on-manifold evaluation": "40 iterations, Adam lr 0.005, 5 restarts, start distance_direction, 2500 test images",
-    "attack inside adversarial training": "40 iterations (the evaluation's attack, one restart)",
+    "learned-manifold latent box": "data_range (the implementation behind the published numbers; the text says "
+                                   "[-2, 2]^10, the prior's box)",
+    "attack inside adversarial training": "40 iterations, one restart, no early stop",
     "VAE-GANs": "channels 64/128/256; 10 / 30 / 60 epochs (FONTS / EMNIST / Fashion-MNIST)",
 }
 
@@ -177,33 +185,36 @@ PAPER_SETTINGS = {
 def settings_beside_paper(cfg: Mapping, n_fonts: int | None = None) -> list[dict]:
     """The run's value of each setting in PAPER_SETTINGS, and whether it is the paper's."""
     cls, pgd, onm, vae = cfg["classifiers"], cfg["pgd"], cfg["onmanifold"], cfg["vaegan"]
-    fonts = cfg.get("fonts", {})
-    train = cls["adversarial_attack"]
+    fonts, datasets = cfg.get("fonts", {}), list(cfg.get("datasets", vae["epochs"]))
+    train, steps = cls["adversarial_attack"], vae.get("max_steps", {})
     run = {
         "fonts": f"{n_fonts} fonts ({fonts.get('source')})" if n_fonts else f"source {fonts.get('source')}",
         "FONTS ranges": str(fonts.get("ranges")),
+        "FONTS geometry": str(fonts.get("geometry")),
+        "learned-manifold latent box": str(onm.get("latent_box")),
         "training images N": f"{', '.join(str(n) for n in sorted(cls['n_train']))} ({len(cls['n_train'])} values)",
-        "seeds": f"{len(cls['seeds'])} models per N",
+        "seeds": f"{_count(len(cls['seeds']), 'model')} per N",
         "classifier epochs": str(cls["epochs"]),
         "PGD evaluation": f"{_attack_text(pgd)}, {pgd['n_test']} test images",
         "on-manifold evaluation": f"{_attack_text(onm)}, {onm['n_test']} test images",
-        "attack inside adversarial training": f"{train['steps']} iterations "
-                                              f"({_attack_text({**train, 'restarts': 1})})",
+        "attack inside adversarial training": _attack_text({**train, "restarts": 1}),
         "VAE-GANs": f"channels {'/'.join(str(c) for c in vae['channels'])}; epochs "
-                    + ", ".join(f"{d} {e}" for d, e in vae["epochs"].items())
-                    + (f"; at most {', '.join(f'{d} {s}' for d, s in vae['max_steps'].items() if s)} steps"
-                       if any(vae.get("max_steps", {}).values()) else ""),
+                    + ", ".join(f"{d} {vae['epochs'][d]}" for d in datasets)
+                    + (f"; at most {', '.join(f'{d} {steps[d]}' for d in datasets if steps.get(d))} steps"
+                       if any(steps.get(d) for d in datasets) else ""),
     }
     same = {
         "fonts": bool(n_fonts) and n_fonts >= 1000 and fonts.get("source") == "archive",
         "FONTS ranges": fonts.get("ranges") == "hard",
+        "FONTS geometry": fonts.get("geometry") == "sampling",
+        "learned-manifold latent box": onm.get("latent_box") == "data_range",
         "training images N": len(cls["n_train"]) >= 13,
         "seeds": len(cls["seeds"]) >= 5,
         "classifier epochs": cls["epochs"] == 20,
         "PGD evaluation": _is_paper_attack(pgd) and pgd["n_test"] >= 1000,
         "on-manifold evaluation": _is_paper_attack(onm) and onm["n_test"] >= 2500,
         "attack inside adversarial training": train["steps"] >= 40,
-        "VAE-GANs": list(vae["channels"]) == [64, 128, 256] and not any(vae.get("max_steps", {}).values()),
+        "VAE-GANs": list(vae["channels"]) == [64, 128, 256] and not any(steps.get(d) for d in datasets),
     }
     return [{"setting": k, "paper": PAPER_SETTINGS[k], "run": run[k], "as_paper": same[k]} for k in PAPER_SETTINGS]
 
@@ -225,7 +236,8 @@ def comparison_markdown(summary: pd.DataFrame, settings: Sequence[dict]) -> list
         lines.append(f"| {row.figure} | {row.dataset} | {row.values} | {row.median_abs_difference:.3f} | "
                      f"{row.max_abs_difference:.3f} | {row.median_difference:+.3f} | {inside} |")
     if summary.empty:
-        lines.append("| – | – | 0 | – | – | – | – |")
+        lines = lines[:-2] + ["No value of this run has a counterpart in the paper (same dataset, quantity, method "
+                              "and N)."]
     lines += ["", "Settings of this run beside the paper's (the paper's text):", "",
               "| setting | paper | this run | |", "|---|---|---|---|"]
     lines += [f"| {s['setting']} | {s['paper']} | {s['run']} | {'same' if s['as_paper'] else 'differs'} |"

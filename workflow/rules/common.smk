@@ -1,4 +1,6 @@
 # Config validation and the small input functions the rules share.
+import os
+
 from snakemake.utils import validate
 
 validate(config, schema="../../config/schema.yaml")
@@ -218,9 +220,10 @@ def claims_distances():
     }
 
 
-# The paper's published numbers (reference data shipped with the repository, see reference/paper/README.md).
-PAPER_REFERENCE = "reference/paper/paper_reference.csv"
-PAPER_DISTANCES = "reference/paper/paper_distances_and_resnet.csv"
+# The paper's published numbers: reference data shipped with the repository (reference/paper/README.md), found
+# beside the Snakefile whatever the working directory.
+PAPER_REFERENCE = os.path.join(workflow.basedir, "reference/paper/paper_reference.csv")
+PAPER_DISTANCES = os.path.join(workflow.basedir, "reference/paper/paper_distances_and_resnet.csv")
 
 
 def fonts_data_file():
