@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
 import torch
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
 
 from manifold_robustness.data import (
     FontsSpec,
@@ -17,7 +21,10 @@ from manifold_robustness.data import (
     training_subset,
     write_dataset,
 )
+from manifold_robustness.stages import build_fonts
 from manifold_robustness.transformer import CODE_NAMES, PRESETS, TransformRanges, decode
+
+SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
 
 
 @pytest.fixture
@@ -131,6 +138,46 @@ def test_read_ranges_reads_each_code_slot(tmp_path, fonts_data):
     assert ranges.rotation == pytest.approx(rotation)
     np.testing.assert_allclose(ranges.low.numpy(), low, rtol=1e-6)
     np.testing.assert_allclose(ranges.high.numpy(), high, rtol=1e-6)
+    assert ranges.convention == "placement"  # a file from before the convention was recorded
+
+
+def fonts_config(**fonts) -> dict:
+    """The fonts section as the workflow passes it: validated, with the schema's defaults filled in."""
+    config = {"fonts": fonts}
+    validate(config, str(SCHEMA))
+    return config["fonts"]
+
+
+def test_schema_default_geometry_is_the_originals_and_unknown_values_are_rejected():
+    assert fonts_config()["geometry"] == "sampling"
+    with pytest.raises(WorkflowError, match=r"'inverse' is not one of \['sampling', 'placement'\]") as info:
+        fonts_config(geometry="inverse")
+    assert "['fonts']['geometry']" in str(info.value)  # the message names the key
+
+
+@pytest.mark.parametrize("geometry", ["sampling", "placement"])
+def test_data_stage_records_the_geometry_and_renders_with_it(tmp_path, geometry):
+    cfg = fonts_config(include_system=False, max_fonts=2, ranges="hard", geometry=geometry,
+                       per_font_class_train=2, per_font_class_test=1)
+    path = tmp_path / "fonts.h5"
+    build_fonts(cfg, str(path))
+    ranges = read_ranges(path)
+    assert ranges.convention == geometry
+    assert (ranges.scale_min, ranges.scale_max) == pytest.approx((0.75, 1.15))
+    glyphs = torch.from_numpy(read_glyph_bank(path)[0])
+    d = read_split(path, "train")
+    args = glyphs, torch.from_numpy(d["font"]), torch.from_numpy(d["labels"]), torch.from_numpy(d["codes"])
+    np.testing.assert_allclose(decode(*args, geometry).numpy(), d["images"], atol=1e-6)
+    other = "placement" if geometry == "sampling" else "sampling"
+    assert np.abs(decode(*args, other).numpy() - d["images"]).max() > 0.5
+
+
+def test_read_ranges_rejects_an_unknown_geometry(tmp_path, fonts_data):
+    path = tmp_path / "fonts.h5"
+    write_dataset(path, {"test": fonts_data["test"]}, attrs={
+        "ranges_low": PRESETS["hard"].low.numpy(), "ranges_high": PRESETS["hard"].high.numpy(), "geometry": "inverse"})
+    with pytest.raises(RuntimeError, match="code convention 'inverse'"):
+        read_ranges(path)
 
 
 def test_read_split_rejects_unknown_split(dataset_file):

@@ -3,6 +3,8 @@ approximation (paper section 2.1), on the tiny FONTS data of conftest and on con
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -40,6 +42,18 @@ def test_on_manifold_images_project_to_themselves(fonts_set):
     dist, codes, _ = project(s, s["images"], s["codes"], steps=3, starts=2)
     assert dist.max() < 1e-6
     assert torch.equal(codes, s["codes"])  # the start is an iterate, and nothing beats distance 0
+
+
+def test_projection_renders_with_the_ranges_convention(fonts_set):
+    """Images rendered under the sampling convention lie on the sampling manifold (distance 0 from their own
+    codes) and off the placement one at the same codes."""
+    s = fonts_set
+    images = decode(s["glyphs"], s["font"], s["labels"], s["codes"], "sampling")
+    dist, _, proj = project_true_manifold(images, s["glyphs"], s["font"], s["labels"], s["codes"],
+                                          replace(RANGES, convention="sampling"), steps=3, starts=2)
+    assert dist.max() < 1e-6 and torch.equal(proj, images)
+    elsewhere, _, _ = project(s, images, s["codes"], steps=0, starts=1)
+    assert elsewhere.median() > 1.0
 
 
 def test_perturbed_start_recovers_codes(fonts_set):

@@ -4,6 +4,7 @@ use them, on the small FONTS classifier of conftest."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -73,6 +74,19 @@ def test_true_manifold_attack_changes_only_the_codes(trained_model, test_set):
     pred = predict(trained_model, images)
     best = result.best_restart()
     assert torch.equal(pred, result.pred[torch.arange(len(best)), best])
+
+
+def test_true_manifold_and_transformation_attacks_render_with_the_ranges_convention(trained_model, test_set):
+    s = test_set
+    sampling = replace(RANGES, convention="sampling")
+    result, dec = true_manifold_attack(trained_model, s["glyphs"], s["font"], s["labels"], s["codes"], sampling,
+                                       config(steps=3), indices=s["rows"])
+    expected = decode(s["glyphs"], s["font"], s["labels"], result.best_variables(), "sampling")
+    assert torch.equal(decoded_images(result, dec), expected)
+    result, dec = transformation_attack(trained_model, s["images"], s["labels"], sampling, config(steps=3))
+    expected = transform(s["images"], result.best_variables(), "sampling")
+    torch.testing.assert_close(decoded_images(result, dec), expected)
+    assert not torch.allclose(expected, transform(s["images"], result.best_variables()))
 
 
 def test_true_manifold_clean_point_is_the_test_image(trained_model, test_set):

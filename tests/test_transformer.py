@@ -1,5 +1,5 @@
 """The differentiable spatial transformer: identity, conventions of translation and rotation, the closed-form
-inverse, gradients, the decoder's range, and the code box."""
+inverse, the original's sampling convention, gradients, the decoder's range, and the code box."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from manifold_robustness.transformer import (
+    CONVENTIONS,
     IDENTITY_CODE,
     PRESETS,
     TransformRanges,
@@ -31,10 +32,11 @@ def dot_image(row: int, col: int) -> torch.Tensor:
     return img
 
 
-def test_identity_code_returns_glyphs(glyph_bank):
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_identity_code_returns_glyphs(glyph_bank, convention):
     glyphs = torch.from_numpy(glyph_bank[0][:, :3]).reshape(-1, 1, 28, 28)
     codes = torch.tensor([IDENTITY_CODE] * len(glyphs))
-    out = transform(glyphs, codes)
+    out = transform(glyphs, codes, convention)
     assert out.shape == glyphs.shape
     torch.testing.assert_close(out, glyphs, atol=1e-5, rtol=0)
 
@@ -96,13 +98,63 @@ def test_sampling_theta_inverts_the_forward_placement():
         torch.testing.assert_close(off, torch.zeros(2, dtype=torch.float64), atol=1e-10, rtol=0)
 
 
-def test_gradients_flow_to_all_six_code_entries(glyph_bank):
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_gradients_flow_to_all_six_code_entries(glyph_bank, convention):
     glyphs = torch.from_numpy(glyph_bank[0][:4, :4]).reshape(-1, 1, 28, 28)
     codes = code(0.05, -0.03, 0.1, -0.1, 1.05, 0.2, n=len(glyphs)).requires_grad_(True)
     weights = torch.rand(glyphs.shape, generator=torch.Generator().manual_seed(1))
-    (transform(glyphs, codes) * weights).sum().backward()
+    (transform(glyphs, codes, convention) * weights).sum().backward()
     assert codes.grad is not None and torch.isfinite(codes.grad).all()
     assert (codes.grad.abs().sum(dim=0) > 1e-4).all(), codes.grad
+
+
+def test_sampling_theta_is_the_code_matrix_itself():
+    """The original's convention: the code's matrix [R @ Sh @ (scale * I) | t] goes to affine_grid unchanged."""
+    codes = sample_codes(64, PRESETS["hard"], torch.Generator().manual_seed(0)).double()
+    theta = sampling_theta(codes, "sampling")
+    assert theta.shape == (64, 2, 3)
+    for c, th in zip(codes, theta):
+        torch.testing.assert_close(th, forward_matrix(c), atol=1e-12, rtol=0)
+
+
+def square_image(side: int = 8) -> torch.Tensor:
+    img = torch.zeros(1, 1, 28, 28)
+    lo = 14 - side // 2
+    img[0, 0, lo:lo + side, lo:lo + side] = 1.0
+    return img
+
+
+def extent(img: torch.Tensor) -> tuple[int, int]:
+    """Rows and columns (pixels) holding ink above half intensity."""
+    ink = img[0, 0] > 0.5
+    return int(ink.any(1).sum()), int(ink.any(0).sum())
+
+
+@pytest.mark.parametrize("s", [0.5, 0.8, 1.25, 2.0])
+def test_scale_enlarges_under_sampling_and_shrinks_under_placement(s):
+    """A centred 8-pixel square: scale s gives 8 / s pixels under sampling and 8 * s under placement."""
+    img = square_image(8)
+    assert extent(img) == (8, 8)
+    for convention, expected in (("sampling", 8 / s), ("placement", 8 * s)):
+        rows, cols = extent(transform(img, code(scale=s), convention))
+        assert rows == cols and abs(rows - expected) <= 1, (convention, rows, expected)
+
+
+def test_translation_and_rotation_reverse_under_sampling():
+    """Under sampling an output pixel p reads the input at A p + t, so tx > 0 shows the glyph moved left and
+    a rotation turns it the other way round than under placement."""
+    moved = transform(dot_image(10, 12), code(tx=2 * PX), "sampling")
+    torch.testing.assert_close(moved, dot_image(10, 10), atol=1e-5, rtol=0)
+    img = dot_image(13, 20)
+    turned = transform(img, code(rot=math.pi / 2), "sampling")
+    torch.testing.assert_close(turned, transform(img, code(rot=-math.pi / 2), "placement"), atol=1e-5, rtol=0)
+
+
+def test_unknown_convention_is_rejected():
+    with pytest.raises(ValueError, match="unknown code convention 'inverse'"):
+        transform(torch.zeros(1, 1, 28, 28), code(), "inverse")
+    with pytest.raises(ValueError, match="unknown code convention"):
+        TransformRanges(0.1, 0.2, 0.9, 1.1, 0.5, convention="forward").validate()
 
 
 def test_transform_rejects_mismatched_shapes():

@@ -90,6 +90,7 @@ def test_artifacts_follow_the_documented_layout(finished_run: Path) -> None:
     assert all(f"N=300 seed={seed}: test error" in log for seed in tiny_config()["classifiers"]["seeds"])
     low, high = read_ranges(finished_run / "results/data/fonts.h5").low, read_ranges(
         finished_run / "results/data/fonts.h5").high
+    assert read_ranges(finished_run / "results/data/fonts.h5").convention == tiny_config()["fonts"]["geometry"]
     attacks = finished_run / "results/attacks/fonts/normal/N150/seed0"
     with h5py.File(attacks / "onmanifold.h5") as h5:
         assert h5.attrs["config.manifold"] == "true" and h5["success"].shape == (40, 2)
@@ -219,9 +220,11 @@ def test_training_setting_retrains_without_rerendering_or_new_vaegans(finished_r
         assert rule not in counts, rule
 
 
-def test_fonts_setting_rerenders_the_data(finished_run: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("setting", [{"per_font_class_test": 7}, {"geometry": "sampling"}])
+def test_fonts_setting_rerenders_the_data(finished_run: Path, tmp_path: Path, setting: dict) -> None:
     cfg = tiny_config()
-    cfg["fonts"] = {**cfg["fonts"], "per_font_class_test": cfg["fonts"]["per_font_class_test"] + 1}
+    assert cfg["fonts"]["per_font_class_test"] == 6 and cfg["fonts"]["geometry"] == "placement"  # the tiny run's
+    cfg["fonts"] = {**cfg["fonts"], **setting}
     proc = snakemake(finished_run, "--dry-run", config=write_config(tmp_path / "fonts.yaml", cfg))
     counts = job_counts(proc.stdout + proc.stderr)
     assert proc.returncode == 0 and counts["fonts_data"] == 1
@@ -318,6 +321,7 @@ def write_config(path: Path, cfg: dict) -> Path:
     (("vaegan", "truncation"), 0.0, ("['vaegan']['truncation']", "less than or equal to the minimum of 0")),
     (("vaegan", "beta", "fonts"), 0.0, ("['beta']['fonts']", "less than or equal to the minimum of 0")),
     (("classifiers", "modes"), ["onmanifold"], ("'onmanifold' is not one of",)),
+    (("fonts", "geometry"), "inverse", ("['fonts']['geometry']", "'inverse' is not one of ['sampling', 'placement']")),
 ])
 def test_bad_config_stops_before_any_job(tmp_path: Path, keys: tuple[str, ...], value, expected: tuple[str, ...],
                                          ) -> None:

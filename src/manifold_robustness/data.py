@@ -1,8 +1,9 @@
 """Dataset files: building FONTS from a glyph bank, and reading/writing the HDF5 layout every stage shares.
 
 Layout of `results/data/{dataset}.h5`: groups `train` and `test`, each with `images` float32 (n,1,28,28) in
-[0,1] and `labels` int64 (n,); FONTS adds `codes` float32 (n,6) and `font` int64 (n,), and a group `glyphs`
-with the bank (F,10,28,28) and the font file names it came from.
+[0,1] and `labels` int64 (n,); FONTS adds `codes` float32 (n,6) and `font` int64 (n,), a group `glyphs`
+with the bank (F,10,28,28) and the font file names it came from, and file attributes `ranges_low`,
+`ranges_high` (the code box) and `geometry` (the code convention of `transformer`, placement or sampling).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from .io import atomic_path
-from .transformer import CODE_NAMES, TransformRanges, decode, sample_codes
+from .transformer import CODE_NAMES, CONVENTIONS, TransformRanges, decode, sample_codes
 
 SPLITS = ("train", "test")
 
@@ -37,7 +38,7 @@ def render_split(glyphs: torch.Tensor, per_font_class: int, ranges: TransformRan
     font = torch.arange(n_fonts).repeat_interleave(n_classes * per_font_class)
     label = torch.arange(n_classes).repeat_interleave(per_font_class).repeat(n_fonts)
     codes = sample_codes(len(font), ranges, generator)
-    images = torch.cat([decode(glyphs, font[i:i + chunk], label[i:i + chunk], codes[i:i + chunk])
+    images = torch.cat([decode(glyphs, font[i:i + chunk], label[i:i + chunk], codes[i:i + chunk], ranges.convention)
                         for i in range(0, len(font), chunk)])
     return {
         "images": images.clamp(0, 1).numpy().astype(np.float32),
@@ -142,14 +143,21 @@ def read_glyph_bank(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
 
 
 def read_ranges(path: str | os.PathLike) -> TransformRanges:
-    """The box FONTS codes were sampled from (the true manifold's domain), as stored in the dataset file."""
+    """The box FONTS codes were sampled from (the true manifold's domain) and the convention they were rendered
+    with, as stored in the dataset file."""
     try:
         with h5py.File(path, "r") as h5:
             low, high = np.asarray(h5.attrs["ranges_low"]), np.asarray(h5.attrs["ranges_high"])
+            # Files written before the convention was recorded were all rendered as placements.
+            geometry = h5.attrs.get("geometry", "placement")
     except (OSError, KeyError) as err:
         raise incomplete_file(path, "attrs", err) from err
+    geometry = geometry.decode() if isinstance(geometry, bytes) else str(geometry)
+    if geometry not in CONVENTIONS:
+        raise RuntimeError(f"{path} records the code convention '{geometry}', not one of {CONVENTIONS}; "
+                           "delete it and rerun the data rule")
     return TransformRanges(translation=float(high[0]), shear=float(high[2]), scale_min=float(low[4]),
-                           scale_max=float(high[4]), rotation=float(high[5]))
+                           scale_max=float(high[4]), rotation=float(high[5]), convention=geometry)
 
 
 def training_subset(n_available: int, n_train: int, subset_seed: int) -> np.ndarray:

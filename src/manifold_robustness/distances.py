@@ -43,7 +43,7 @@ def start_codes(init_codes: torch.Tensor, ranges: TransformRanges, starts: int, 
 
 def _project_batch(images: torch.Tensor, glyphs: torch.Tensor, font: torch.Tensor, label: torch.Tensor,
                    starts: torch.Tensor, low: torch.Tensor, high: torch.Tensor, steps: int,
-                   lr: float) -> torch.Tensor:
+                   lr: float, convention: str = "placement") -> torch.Tensor:
     """Best codes (b, 6) over all starts (s, b, 6) and all Adam iterates, by L2 distance to the images."""
     s, b = starts.shape[:2]
     target = images.repeat(s, 1, 1, 1)
@@ -54,7 +54,7 @@ def _project_batch(images: torch.Tensor, glyphs: torch.Tensor, font: torch.Tenso
     best = torch.full((s * b,), float("inf"), device=images.device, dtype=images.dtype)
     best_codes = codes.detach().clone()
     for step in range(steps + 1):
-        recon = decode(glyphs, font_s, label_s, codes)
+        recon = decode(glyphs, font_s, label_s, codes, convention)
         sq = (recon - target).flatten(1).pow(2).sum(1)
         with torch.no_grad():
             better = sq < best
@@ -80,8 +80,8 @@ def project_true_manifold(images: torch.Tensor, glyphs: torch.Tensor, font: torc
     """Project images (n,1,28,28) onto the true FONTS manifold of their font and class.
 
     Returns (distances (n,) as L2 norms in pixel units, codes (n, 6) inside `ranges`, projections (n,1,28,28)
-    equal to decode(glyphs, font, label, codes)). `indices` (default 0..n-1) are the examples' identities that
-    seed their random starts; all starts of a batch are folded into one decoder batch.
+    equal to decode(glyphs, font, label, codes, ranges.convention)). `indices` (default 0..n-1) are the examples'
+    identities that seed their random starts; all starts of a batch are folded into one decoder batch.
 
     Shear and rotation trade off almost exactly for many glyphs, a flat valley in which Adam at lr 0.09 stops at
     a residual of about 0.02 (of image norms about 7); a decaying learning rate was tried and did not do better.
@@ -102,10 +102,11 @@ def project_true_manifold(images: torch.Tensor, glyphs: torch.Tensor, font: torc
         sl = slice(i, i + batch_size)
         begin = start_codes(init[sl], ranges, starts, seed, indices[sl])
         with torch.enable_grad():
-            codes[sl] = _project_batch(images[sl], glyphs, font[sl], label[sl], begin, low, high, steps, lr)
+            codes[sl] = _project_batch(images[sl], glyphs, font[sl], label[sl], begin, low, high, steps, lr,
+                                       ranges.convention)
     with torch.no_grad():
         projections = torch.cat([decode(glyphs, font[i:i + batch_size], label[i:i + batch_size],
-                                        codes[i:i + batch_size]) for i in range(0, n, batch_size)]) \
+                                        codes[i:i + batch_size], ranges.convention) for i in range(0, n, batch_size)]) \
             if n else images.new_empty(0, *images.shape[1:])
         distances = (projections - images).flatten(1).norm(dim=1)
     return distances, codes, projections

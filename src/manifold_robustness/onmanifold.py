@@ -99,7 +99,7 @@ def true_manifold_attack(model: nn.Module, glyphs: torch.Tensor, font: torch.Ten
     center, lo, hi = clipped_box(codes, cfg.eps, ranges.low, ranges.high)
 
     def decode(v: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        return render(glyphs, font[rows], labels[rows], v)
+        return render(glyphs, font[rows], labels[rows], v, ranges.convention)
 
     return box_attack(model, decode, center, lo, hi, labels, cfg, indices, progress=progress), decode
 
@@ -172,7 +172,7 @@ def transformation_attack(model: nn.Module, images: torch.Tensor, labels: torch.
     center, lo, hi = transformation_box(len(images), cfg.eps, ranges, images.device)
 
     def decode(v: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        return transform(images[rows], v)
+        return transform(images[rows], v, ranges.convention)
 
     return box_attack(model, decode, center, lo, hi, labels, cfg, indices, clean_images=images,
                       progress=progress), decode

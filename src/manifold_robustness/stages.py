@@ -8,7 +8,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import h5py
@@ -79,12 +79,12 @@ def build_fonts(fonts_cfg: dict, out: str, archive_dir: str | None = None) -> No
             log.info("dropped %s: %s", v.path, v.reason)
     log.info("kept %d fonts: %s", len(kept), ", ".join(p.name for p in kept))
     spec = FontsSpec(fonts_cfg["per_font_class_train"], fonts_cfg["per_font_class_test"],
-                     PRESETS[fonts_cfg["ranges"]], fonts_cfg["seed"])
+                     replace(PRESETS[fonts_cfg["ranges"]], convention=fonts_cfg["geometry"]), fonts_cfg["seed"])
     splits = make_fonts(bank, spec)
     r = spec.ranges
     write_dataset(out, splits, bank, [str(p) for p in kept], attrs={
         "dataset": "fonts", "ranges": fonts_cfg["ranges"], "ranges_low": r.low.numpy(), "ranges_high": r.high.numpy(),
-        "seed": spec.seed, "n_fonts": len(kept), "letters": "ABCDEFGHIJ"})
+        "geometry": r.convention, "seed": spec.seed, "n_fonts": len(kept), "letters": "ABCDEFGHIJ"})
     log.info("wrote %s: %d train, %d test images", out, len(splits["train"]["labels"]), len(splits["test"]["labels"]))
 
 

@@ -1,10 +1,22 @@
 """The differentiable spatial transformer that places glyphs (FONTS) and deforms images (transformation attacks).
 
-A code is six numbers (tx, ty, shear_x, shear_y, scale, rotation). They describe the forward placement of the
-glyph: a glyph point g lands at p = R(rotation) @ Sh(shear_x, shear_y) @ (scale * g) + (tx, ty), in the
-normalized coordinates of `affine_grid` ([-1, 1] spans the image, so tx = 0.2 is 2.8 pixels at 28x28).
-`grid_sample` needs the inverse map (output pixel -> input location), which is computed in closed form
-so that gradients flow to all six parameters.
+A code is six numbers (tx, ty, shear_x, shear_y, scale, rotation), read as one affine map in the normalized
+coordinates of `affine_grid` ([-1, 1] spans the image, so tx = 0.2 is 2.8 pixels at 28x28):
+
+    M(code) = [A | t],  A = R(rotation) @ Sh(shear_x, shear_y) @ (scale * I),  t = (tx, ty),
+    R(r) = [[cos r, -sin r], [sin r, cos r]],  Sh(a, b) = [[1, a], [b, 1]].
+
+Two conventions say which way M points (`CONVENTIONS`, carried by `TransformRanges.convention`):
+
+* placement: M is the glyph's forward placement, a glyph point g lands at A @ g + t, so scale s shrinks the
+  glyph to s and tx > 0 moves it right. `grid_sample` needs the inverse map (output pixel -> input location),
+  which is computed in closed form so that gradients flow to all six parameters.
+* sampling: M itself is the `affine_grid` theta, output pixel p samples the input at A @ p + t, as the
+  original FONTS generator passes its parameters. The glyph seen is placed by the inverse map
+  g -> A^-1 @ (g - t): scale s enlarges it by 1/s (the "hard" range [0.75, 1.15] gives glyph scales
+  [0.87, 1.33]), t shifts it by -A^-1 @ t (tx > 0 moves it left), rotation turns it the other way, and shear
+  acts reversed and applied after the rotation. The ranges of translation, shear and rotation are symmetric
+  about 0, so their inverses cover similar sets; the scale range is not symmetric about 1, and changes most.
 """
 
 from __future__ import annotations
@@ -17,17 +29,27 @@ import torch.nn.functional as F
 
 CODE_NAMES: tuple[str, ...] = ("tx", "ty", "shear_x", "shear_y", "scale", "rotation")
 IDENTITY_CODE: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+CONVENTIONS: tuple[str, ...] = ("placement", "sampling")
+
+
+def check_convention(convention: str) -> None:
+    """Reject a convention that is not one of `CONVENTIONS`."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown code convention '{convention}'; expected one of {CONVENTIONS}")
 
 
 @dataclass(frozen=True)
 class TransformRanges:
-    """Box of admissible codes: translation, shear, one isotropic scale and rotation (radians)."""
+    """Box of admissible codes: translation, shear, one isotropic scale and rotation (radians), and the
+    convention the codes are rendered with (see the module docstring), since the box means a different set
+    of glyph geometries under each."""
 
     translation: float
     shear: float
     scale_min: float
     scale_max: float
     rotation: float
+    convention: str = "placement"
 
     @property
     def low(self) -> torch.Tensor:
@@ -49,6 +71,7 @@ class TransformRanges:
             raise ValueError(f"scale range [{self.scale_min}, {self.scale_max}] must satisfy 0 < min <= max")
         if min(self.translation, self.shear, self.rotation) < 0:
             raise ValueError("translation, shear and rotation bounds must be non-negative")
+        check_convention(self.convention)
 
 
 # The three ranges of the original FONTS generator; "hard" is what the paper's figures use.
@@ -66,15 +89,23 @@ def sample_codes(n: int, ranges: TransformRanges, generator: torch.Generator) ->
     return low + u * (high - low)
 
 
-def sampling_theta(codes: torch.Tensor) -> torch.Tensor:
-    """Map codes (B, 6) to the (B, 2, 3) matrices that `affine_grid` expects (output -> input)."""
+def code_matrix(codes: torch.Tensor) -> torch.Tensor:
+    """The matrices M = [A | t] (B, 2, 3) of codes (B, 6), A = R @ Sh @ (scale * I), as in the module docstring."""
     tx, ty, shx, shy, scale, rot = codes.unbind(dim=1)
     cos, sin = torch.cos(rot), torch.sin(rot)
-    # Forward linear part A = R @ Sh @ (scale * I), with Sh = [[1, shx], [shy, 1]].
-    a11 = scale * (cos - sin * shy)
-    a12 = scale * (cos * shx - sin)
-    a21 = scale * (sin + cos * shy)
-    a22 = scale * (sin * shx + cos)
+    row1 = torch.stack([scale * (cos - sin * shy), scale * (cos * shx - sin), tx], dim=1)
+    row2 = torch.stack([scale * (sin + cos * shy), scale * (sin * shx + cos), ty], dim=1)
+    return torch.stack([row1, row2], dim=1)
+
+
+def sampling_theta(codes: torch.Tensor, convention: str = "placement") -> torch.Tensor:
+    """Map codes (B, 6) to the (B, 2, 3) matrices that `affine_grid` expects (output -> input)."""
+    check_convention(convention)
+    m = code_matrix(codes)
+    if convention == "sampling":
+        return m
+    a11, a12, a21, a22 = m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1]
+    tx, ty = m[:, 0, 2], m[:, 1, 2]
     det = a11 * a22 - a12 * a21
     i11, i12, i21, i22 = a22 / det, -a12 / det, -a21 / det, a11 / det
     b1 = -(i11 * tx + i12 * ty)
@@ -84,20 +115,21 @@ def sampling_theta(codes: torch.Tensor) -> torch.Tensor:
     return torch.stack([row1, row2], dim=1)
 
 
-def transform(images: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+def transform(images: torch.Tensor, codes: torch.Tensor, convention: str = "placement") -> torch.Tensor:
     """Apply one code per image (B, C, H, W) by bilinear resampling; outside the image is black (0)."""
     if images.shape[0] != codes.shape[0] or codes.shape[1:] != (6,):
         raise ValueError(f"expected images (B,C,H,W) and codes (B,6), got {tuple(images.shape)} and {tuple(codes.shape)}")
-    theta = sampling_theta(codes.to(images.dtype))
+    theta = sampling_theta(codes.to(images.dtype), convention)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def decode(glyphs: torch.Tensor, font: torch.Tensor, label: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+def decode(glyphs: torch.Tensor, font: torch.Tensor, label: torch.Tensor, codes: torch.Tensor,
+           convention: str = "placement") -> torch.Tensor:
     """The true FONTS decoder: render (font, class, code) from the glyph bank (F, K, H, W) to (B, 1, H, W).
 
     Output stays in [0, 1] because bilinear interpolation of [0, 1] glyphs with zero padding is a convex
     combination of values in [0, 1].
     """
     base = glyphs[font, label].unsqueeze(1)
-    return transform(base, codes)
+    return transform(base, codes, convention)
