@@ -223,7 +223,9 @@ def claims_distances():
 # The paper's published numbers: reference data shipped with the repository (reference/paper/README.md), found
 # beside the Snakefile whatever the working directory.
 PAPER_REFERENCE = os.path.join(workflow.basedir, "reference/paper/paper_reference.csv")
-PAPER_DISTANCES = os.path.join(workflow.basedir, "reference/paper/paper_distances_and_resnet.csv")
+PAPER_DISTANCES = os.path.join(
+    workflow.basedir, "reference/paper/paper_distances_and_resnet.csv"
+)
 
 
 def fonts_data_file():
