@@ -263,6 +263,7 @@ def test_onmanifold_training_examples_are_renderings_of_nearby_codes(train_tenso
     assert moved.min() >= 0 and moved.max() <= 1
     assert ((moved - images[pos]).abs().amax(dim=(1, 2, 3)) > 0.1).float().mean() > 0.5
 
+
 def test_clamped_shares_count_latents_and_coordinates_outside_the_prior_box():
     latents = torch.zeros(4, 10)
     latents[0, 3], latents[0, 7] = 2.5, -2.01
