@@ -268,3 +268,18 @@ def test_the_paper_config_has_every_setting_of_the_paper() -> None:
     quick = paper.settings_beside_paper(merged_config(), n_fonts=30)
     assert {s["setting"] for s in quick if not s["as_paper"]} >= {"fonts", "training images N", "seeds",
                                                                   "classifier epochs", "VAE-GANs"}
+
+
+def test_fig2_cuts_a_spike_that_would_flatten_the_regular_histogram(drawn: list, tmp_path: Path) -> None:
+    import h5py
+
+    path = tmp_path / "fonts.h5"
+    with h5py.File(path, "w") as h5:
+        h5["pgd/distance_adversarial"], h5["pgd/success"] = np.linspace(0.5, 2.0, 200), np.ones(200, bool)
+        h5["onmanifold/distance_adversarial"], h5["onmanifold/success"] = np.zeros(200), np.ones(200, bool)
+        h5["pgd/distance_clean"] = np.zeros(200)
+    figures.fig2_manifold_distance([{"dataset": "fonts", "path": str(path)}], tmp_path / "a.pdf", tmp_path / "a.png")
+    ax = drawn[0].axes[0]
+    regular = max(p.get_height() for p in ax.patches if p.get_x() >= 0.4)
+    assert ax.get_ylim()[1] == pytest.approx(2.5 * regular)
+    assert any(t.get_text().startswith("y-axis cut: the tallest bar reaches") for t in ax.texts)

@@ -494,7 +494,7 @@ def fig2_manifold_distance(panels: list[dict], pdf: str | os.PathLike, png: str 
     if not panels:
         raise ValueError("Fig. 2 needs at least one dataset with its distance file")
     sns.set_theme(style="whitegrid", context="paper", font_scale=0.9)
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 2.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.0), squeeze=False)
     labels = {"clean": "clean test images", "pgd": "regular (PGD) adversarial", "onmanifold": "on-manifold adversarial"}
     colors = {"clean": "grey", "pgd": "#d95f02", "onmanifold": "#1b9e77"}
     for ax, panel in zip(axes[0], panels):
@@ -503,18 +503,35 @@ def fig2_manifold_distance(panels: list[dict], pdf: str | os.PathLike, png: str 
         upper = max([float(v.max()) for v in dist.values() if len(v)] + [float(x.max()) for x, _ in reference.values()]
                     + [1e-6])
         bins = np.linspace(0.0, upper, 40)
+        heights = {}
         for name in ("clean", "pgd", "onmanifold"):
             values = dist[name]
             if len(values):
-                ax.hist(values, bins=bins, density=True, alpha=0.45 if name != "clean" else 0.25, color=colors[name],
-                        label=f"{labels[name]} (n={len(values)}, median {np.median(values):.2f})")
+                counts, _, _ = ax.hist(values, bins=bins, density=True, alpha=0.45 if name != "clean" else 0.25,
+                                       color=colors[name],
+                                       label=f"{labels[name]} (n={len(values)}, median {np.median(values):.2f})")
+                heights[name] = float(np.max(counts))
         for name, (x, density) in reference.items():
             ax.plot(x, density, color=muted(colors[name], 0.2), ls=(0, (4, 2)), lw=1.1,
                     label=f"paper: {labels[name]} (median {histogram_median(x, density):.2f})")
+            heights[f"paper {name}"] = float(density.max())
         if paper is not None and not reference:
             ax.plot([], [], ls="none", label="paper: no histogram of this dataset")
+        _cut_spikes(ax, heights)
         ax.set(xlabel="L2 distance to the manifold", ylabel="density", title=dataset_title(panel["dataset"]))
         # Below the axes: inside, it covered the tallest bars wherever they fell.
-        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
     fig.tight_layout()
     save_figure(fig, pdf, png)
+
+
+def _cut_spikes(ax: plt.Axes, heights: dict[str, float]) -> None:
+    """Where clean or on-manifold examples pile up in one bar many times taller than the regular examples'
+    histogram (FONTS: both lie on the manifold, at 0), cut the y-axis above the regular ones and print the
+    tallest bar's height, so the histograms the figure compares stay readable."""
+    regular = max([h for k, h in heights.items() if "pgd" in k] + [0.0])
+    tallest = max(heights.values(), default=0.0)
+    if regular > 0 and tallest > 4 * regular:
+        ax.set_ylim(0, 2.5 * regular)
+        ax.text(0.98, 0.97, f"y-axis cut: the tallest bar reaches {tallest:.1f}", transform=ax.transAxes,
+                ha="right", va="top", fontsize=6)
