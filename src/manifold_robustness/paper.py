@@ -108,8 +108,11 @@ def comparison_summary(table: pd.DataFrame) -> pd.DataFrame:
                      "max_abs_difference": float(np.max(np.abs(diff))),
                      "median_difference": float(np.median(diff)),
                      "paper_in_ci": int(judged.astype(bool).sum()), "with_ci": len(judged)})
-    return pd.DataFrame(rows, columns=["figure", "dataset", "values", "median_abs_difference", "max_abs_difference",
-                                       "median_difference", "paper_in_ci", "with_ci"])
+    summary = pd.DataFrame(rows, columns=["figure", "dataset", "values", "median_abs_difference",
+                                          "max_abs_difference", "median_difference", "paper_in_ci", "with_ci"])
+    order = {title: i for i, title in enumerate(FIGURE_TITLES.values())}  # the order the paper shows them in
+    return summary.sort_values(["figure", "dataset"], key=lambda c: c.map(order) if c.name == "figure" else c,
+                               kind="stable").reset_index(drop=True)
 
 
 def paper_histogram(distances: pd.DataFrame, dataset: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
