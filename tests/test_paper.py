@@ -283,3 +283,50 @@ def test_fig2_cuts_a_spike_that_would_flatten_the_regular_histogram(drawn: list,
     regular = max(p.get_height() for p in ax.patches if p.get_x() >= 0.4)
     assert ax.get_ylim()[1] == pytest.approx(2.5 * regular)
     assert any(t.get_text().startswith("y-axis cut: the tallest bar reaches") for t in ax.texts)
+
+
+# --- the calibration: the paper's own numbers, judged by the same code ---------------------------------------
+
+CLAIMS_MADE = {  # (claim, dataset) the paper makes, from its figures and text
+    (1, "fonts"), (1, "emnist"), (2, "fonts"), (2, "emnist"), (2, "fashion"), (3, "fonts"), (3, "emnist"),
+    (3, "fashion"), (4, "fonts"), (4, "emnist"), (4, "fashion")}
+
+
+@pytest.fixture(scope="module")
+def calibration() -> list:
+    cfg = merged_config()
+    return paper.calibrate(paper.read_reference(REFERENCE), paper.read_paper_distances(DISTANCES), cfg)
+
+
+def test_every_claim_the_paper_makes_passes_on_its_own_numbers(calibration: list) -> None:
+    from manifold_robustness.claims import claim_verdict
+
+    for claim, dataset in sorted(CLAIMS_MADE):
+        own = [ch for ch in calibration if ch.claim == claim and ch.dataset == dataset]
+        assert claim_verdict(own) == "PASS", [(ch.statistic, ch.mean, ch.verdict, ch.reason) for ch in own]
+        assert all(ch.verdict == "PASS" for ch in own if not ch.beyond_paper)
+
+
+def test_what_the_paper_does_not_claim_is_labelled_and_never_fails_a_claim(calibration: list) -> None:
+    from manifold_robustness.claims import claim_verdict
+
+    beyond = [ch for ch in calibration if ch.beyond_paper]
+    assert {(ch.claim, ch.dataset, ch.statistic) for ch in beyond} == {
+        (1, "fashion", "distance_ratio"), (4, "emnist", "sample_complexity_ratio"),
+        (4, "fashion", "sample_complexity_ratio")}
+    emnist = next(ch for ch in beyond if ch.dataset == "emnist")
+    assert emnist.verdict == "FAIL" and emnist.mean < 1  # EMNIST's adversarial training has the lower error
+    assert claim_verdict([ch for ch in calibration if ch.claim == 1 and ch.dataset == "fashion"]).endswith(
+        "(beyond the paper)")
+
+
+def test_the_quick_grid_cannot_resolve_the_papers_data_factor() -> None:
+    """On the paper's FONTS means restricted to N in {500, 1000, 4000} the factor reads 0.70: the grid says so."""
+    from manifold_robustness.claims import sample_complexity_check
+
+    cfg = merged_config()
+    restricted = paper.paper_as_run(paper.read_reference(REFERENCE), [500, 1000, 4000])
+    check = sample_complexity_check(restricted, "fonts", cfg["claims"], "paper")
+    assert check.per_seed[0] == pytest.approx(0.70, abs=0.01) and "grid too coarse" in check.undecidable
+    full = sample_complexity_check(paper.paper_as_run(paper.read_reference(REFERENCE)), "fonts", cfg["claims"], "p")
+    assert full.per_seed[0] == pytest.approx(2.38, abs=0.01) and not full.undecidable

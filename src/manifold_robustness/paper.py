@@ -246,3 +246,71 @@ def comparison_markdown(summary: pd.DataFrame, settings: Sequence[dict]) -> list
     lines += [f"| {s['setting']} | {s['paper']} | {s['run']} | {'same' if s['as_paper'] else 'differs'} |"
               for s in settings]
     return lines + [""]
+
+
+# --- the calibration: the paper's own numbers judged as if they were a run of this study -------------------------
+
+TRAINED_METHODS = ("normal", "adversarial", "onmanifold_true", "onmanifold_learned", "transformation")
+
+
+def paper_as_run(reference: pd.DataFrame, n_grid: Sequence[int] | None = None) -> pd.DataFrame:
+    """The paper's means as a metrics table of one pseudo-seed (0): one row per (dataset, method, N) of the
+    methods this study trains, in the run's columns (on FONTS `onmanifold_success` is the true manifold's).
+    The paper publishes no per-model values, so no interval over seeds exists for it."""
+    ref = reference[reference["method"].isin(TRAINED_METHODS)]
+    if n_grid is not None:
+        ref = ref[ref["n_train"].isin(list(n_grid))]
+    wide = ref.pivot_table(index=["dataset", "method", "n_train"], columns="quantity", values="value").reset_index()
+    wide = wide.rename(columns={"method": "mode"}).assign(seed=0)
+    true = wide["dataset"] == "fonts"
+    learned = wide.get("onmanifold_learned_success", pd.Series(np.nan, index=wide.index))
+    wide["onmanifold_success"] = np.where(true, wide.get("onmanifold_true_success", np.nan), learned)
+    wide["onmanifold_manifold"] = np.where(true, "true manifold", "learned manifold")
+    wide["onmanifold_learned_success"] = np.where(true, learned, np.nan)
+    return wide.dropna(subset=["test_error"]).reset_index(drop=True)
+
+
+def paper_distance_summaries(distances: pd.DataFrame, offmanifold_distance: float) -> dict[str, dict[int, dict]]:
+    """Claim 1's summaries of the paper's Fig. 2 histograms (FONTS: regular examples on the true manifold; EMNIST:
+    regular and on-manifold examples on the approximated one). The paper gives no perturbation norms and no
+    clean images' distances, so those stay unknown."""
+    out = {}
+    for dataset, manifold in (("fonts", "true"), ("emnist", "local linear")):
+        hist = paper_histogram(distances, dataset)
+        if "pgd" not in hist:
+            continue
+        x, density = hist["pgd"]
+        share = density / density.sum()
+        onm = hist.get("onmanifold")
+        out[dataset] = {0: {"manifold": manifold, "regular_median": histogram_median(x, density),
+                            "onmanifold_median": histogram_median(*onm) if onm else np.nan,
+                            "clean_median": np.nan, "n_regular": len(x), "n_onmanifold": len(onm[0]) if onm else 0,
+                            "regular_share_off": float(share[x > offmanifold_distance].sum()),
+                            "over_perturbation_median": np.nan,
+                            "source": "reference/paper/paper_distances_and_resnet.csv"}}
+    return out
+
+
+def calibrate(reference: pd.DataFrame, distances: pd.DataFrame, cfg: Mapping,
+              n_grid: Sequence[int] | None = None) -> list:
+    """The claims judged on the paper's published numbers with the run's statistics and thresholds, on every
+    dataset. With a single pseudo-seed there is no interval, so the verdicts are decided on the value itself."""
+    from .claims import judge
+
+    claims_cfg = {**cfg["claims"], "decide_on": "mean"}
+    paper_cfg = {**cfg, "claims": claims_cfg, "datasets": ["fonts", "emnist", "fashion"]}
+    summaries = paper_distance_summaries(distances, claims_cfg["offmanifold_distance"])
+    return judge(paper_as_run(reference, n_grid), summaries, paper_cfg, "reference/paper/paper_reference.csv")
+
+
+def attach_paper_values(checks: Sequence, paper_checks: Sequence, on_run_grid: Sequence = ()) -> None:
+    """Give each of the run's checks the paper's value and verdict of the same statistic, and, where given, the
+    paper's value on the run's own N grid (what the run's grid can resolve of the paper's curves)."""
+    paper = {(ch.claim, ch.dataset, ch.statistic): ch for ch in paper_checks}
+    grid = {(ch.claim, ch.dataset, ch.statistic): ch for ch in on_run_grid}
+    for check in checks:
+        key = (check.claim, check.dataset, check.statistic)
+        if key in paper and paper[key].per_seed:
+            check.paper_value, check.paper_verdict = paper[key].mean, paper[key].verdict
+        if key in grid and grid[key].per_seed:
+            check.reference["paper_on_this_grid"] = f"{grid[key].mean:.3f} ({grid[key].verdict})"

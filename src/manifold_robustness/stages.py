@@ -473,24 +473,34 @@ def compare_with_paper(table: str, reference: str, out: str, confidence: float =
 
 
 def report_claims(table: str, distances: dict[str, dict[int, str]], cfg: dict, json_path: str, md_path: str,
-                  comparison: str | None = None, front_page: str | None = None, fonts_data: str | None = None) -> dict:
-    """Judge the paper's four claims per dataset and write claims.json and claims.md; beside them the summary of
-    the paper comparison and the settings that differ from the paper's, and the report's front page."""
+                  comparison: str | None = None, front_page: str | None = None, fonts_data: str | None = None,
+                  reference: str | None = None, paper_distances: str | None = None) -> dict:
+    """Judge the paper's four claims per dataset and write claims.json and claims.md, each statistic beside the
+    same statistic on the paper's own numbers (the calibration); then the summary of the paper comparison, the
+    settings that differ from the paper's, and the report's front page."""
     import pandas as pd
 
-    from .claims import front_page_rst, judge, write_claims
-    from .paper import comparison_markdown, comparison_summary, settings_beside_paper
+    from .claims import distance_summary, front_page_rst, judge, write_claims
+    from .paper import (attach_paper_values, calibrate, comparison_markdown, comparison_summary,
+                        read_paper_distances, read_reference, settings_beside_paper)
 
-    checks = judge(pd.read_csv(table), {d: {int(s): p for s, p in f.items()} for d, f in distances.items()}, cfg,
-                   source=str(table))
+    floor = cfg["claims"]["offmanifold_distance"]
+    summaries = {d: {int(s): distance_summary(p, floor) for s, p in f.items()} for d, f in distances.items()}
+    checks = judge(pd.read_csv(table), summaries, cfg, source=str(table))
+    calibration = []
+    if reference and paper_distances:
+        ref, ref_distances = read_reference(reference), read_paper_distances(paper_distances)
+        calibration = calibrate(ref, ref_distances, cfg)
+        attach_paper_values(checks, calibration, calibrate(ref, ref_distances, cfg, cfg["classifiers"]["n_train"]))
     summary = comparison_summary(pd.read_csv(comparison)) if comparison else None
     n_fonts = len(read_glyph_bank(fonts_data)[1]) if fonts_data else None
     settings = settings_beside_paper(cfg, n_fonts)
     appendix = comparison_markdown(summary, settings) if summary is not None else []
-    doc = write_claims(checks, cfg, json_path, md_path, appendix)
+    doc = write_claims(checks, cfg, json_path, md_path, appendix, calibration)
     if front_page:
         with atomic_path(front_page) as tmp:
             tmp.write_text(front_page_rst(doc, summary, settings))
     for claim in doc["claims"]:
-        logging.info("claim %d (%s): %s", claim["id"], claim["title"], claim["verdicts"])
+        logging.info("claim %d (%s): %s; on the paper's numbers: %s", claim["id"], claim["title"],
+                     claim["verdicts"], claim.get("paper_verdicts"))
     return doc

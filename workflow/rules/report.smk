@@ -7,6 +7,8 @@ rule claims:
         distances=[p for seeds in claims_distances().values() for p in seeds.values()],
         comparison="results/tables/paper_comparison.csv",
         fonts=fonts_data_file(),
+        reference=PAPER_REFERENCE,
+        paper_distances=PAPER_DISTANCES,
     output:
         md=report(
             "results/report/claims.md",
