@@ -11,7 +11,7 @@ import math
 import operator
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import h5py
 import numpy as np
@@ -532,7 +532,7 @@ def claims_markdown(doc: dict, checks: Sequence[Check], appendix: Sequence[str] 
 def _why(ch: Check) -> str:
     """One line on why a check has its verdict."""
     if ch.beyond_paper:
-        return ch.beyond_paper
+        return f"{ch.beyond_paper}; {_why(replace(ch, beyond_paper=''))}"
     if ch.verdict == INCONCLUSIVE:
         return ch.undecidable or ch.reason or "the interval over seeds crosses the threshold"
     if ch.verdict == NOT_RUN:
