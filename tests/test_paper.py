@@ -330,3 +330,10 @@ def test_the_quick_grid_cannot_resolve_the_papers_data_factor() -> None:
     assert check.per_seed[0] == pytest.approx(0.70, abs=0.01) and "grid too coarse" in check.undecidable
     full = sample_complexity_check(paper.paper_as_run(paper.read_reference(REFERENCE)), "fonts", cfg["claims"], "p")
     assert full.per_seed[0] == pytest.approx(2.38, abs=0.01) and not full.undecidable
+
+
+def test_calibration_on_a_grid_the_paper_never_trained_is_empty_not_an_error() -> None:
+    assert paper.paper_as_run(paper.read_reference(REFERENCE), [150, 300]).empty
+    checks = paper.calibrate(paper.read_reference(REFERENCE), paper.read_paper_distances(DISTANCES), merged_config(),
+                             [150, 300])
+    assert all(not ch.per_seed for ch in checks if ch.claim in (2, 3, 4))
