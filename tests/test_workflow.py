@@ -160,7 +160,7 @@ def test_claims_report_judges_every_claim(finished_run: Path) -> None:
     share = next(c for c in doc["claims"][0]["checks"] if c["dataset"] == "fonts")
     assert share["statistic"] == "offmanifold_share" and share["mean"] > 0.5  # regular examples off the manifold
     assert share["verdict"] == "INCONCLUSIVE"  # one seed gives no interval, and the default decides on it
-    assert share["paper_value"] == 1.0  # the paper's FONTS histogram lies wholly beyond 0.1
+    assert share["paper_value"] == pytest.approx(1.0)  # the paper's FONTS histogram lies wholly beyond 0.1
     for claim in doc["claims"]:  # the calibration: the paper's own numbers pass every claim it makes
         assert claim["paper_verdicts"]["fonts"] == claim["paper_verdicts"]["emnist"] == "PASS", claim["paper_verdicts"]
     md = (finished_run / "results/report/claims.md").read_text()
@@ -438,7 +438,9 @@ def test_real_fashion_mnist_end_to_end(tmp_path: Path) -> None:
     assert df["test_error"].between(0, 0.9).all()  # better than chance on real garments
     doc = json.loads((tmp_path / "results/report/claims.json").read_text())
     for claim in doc["claims"]:
-        assert claim["verdicts"]["fashion"] in ("PASS", "FAIL", "INCONCLUSIVE"), claim
+        # Fig. 2 is not shown for Fashion-MNIST in the paper: claim 1 is judged there but labelled beyond the paper.
+        verdict, _, beyond = claim["verdicts"]["fashion"].partition(" (")
+        assert verdict in ("PASS", "FAIL", "INCONCLUSIVE") and (beyond == "beyond the paper)") == (claim["id"] == 1)
         assert claim["verdicts"]["fonts"] == "NOT RUN"
     for name in ("fig1_examples", "fig2_manifold_distance", "fig3_onmanifold_robustness", "fig4_regular_robustness",
                  "vaegan_samples_fashion"):

@@ -506,7 +506,9 @@ def claims_markdown(doc: dict, checks: Sequence[Check], appendix: Sequence[str] 
              f"Datasets run: {', '.join(doc['datasets_run'])}; N: {doc['n_train']}; seeds: {doc['seeds']}. "
              f"Each statistic is computed per seed; shown is its mean and the {c['confidence']:.0%} t interval over "
              f"seeds ({rule}; config `claims`). \"paper\" is the same statistic computed by the same code on the "
-             "paper's published means (reference/paper/; one value per N, no seeds, so decided on the value).", ""]
+             "paper's published means (reference/paper/): they give one value per N and no seeds, so the paper's "
+             "verdicts are decided on the value, and claim 1 reads the paper's Fig. 2 histograms (their share "
+             "beyond the distance threshold, their medians) in place of per-example distances.", ""]
     not_run = sorted({ch.dataset: ch.reason for ch in checks if ch.dataset not in doc["datasets_run"]}.items())
     lines += [f"Not run: {d}: {reason}." for d, reason in not_run] + ([""] if not_run else [])
     for claim in doc["claims"]:
