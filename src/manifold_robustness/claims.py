@@ -329,7 +329,8 @@ def sample_complexity_detail(normal: pd.DataFrame, adversarial: pd.DataFrame) ->
         bracket = float(n_adv[upper] / n_adv[upper - 1]) if kind == "exact" and 0 < upper < len(n_adv) else math.inf
         found[kind].append((n / row.n_train, int(row.n_train), bracket))
     if found["exact"]:
-        return (*found["exact"][-1][:1], "exact", *found["exact"][-1][1:])
+        ratio, n_normal, bracket = found["exact"][-1]
+        return ratio, "exact", n_normal, bracket
     if found["above"]:
         best = max(found["above"])
         return best[0], "lower bound", best[1], math.inf

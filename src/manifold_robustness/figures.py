@@ -81,15 +81,19 @@ def _draw_paper(ax: plt.Axes, x: Sequence[float], y: Sequence[float], color, lab
 
 def _scatter_by_n(ax: plt.Axes, data: pd.DataFrame, x: str, y: str, sizes: Sequence[int], color, label: str) -> None:
     """One point per model, larger for larger N."""
-    scale = {n: 10 + 45 * i / max(len(sizes) - 1, 1) for i, n in enumerate(sizes)}
-    ax.scatter(data[x], data[y], s=data["n_train"].map(scale), color=color, alpha=0.8, lw=0, label=label)
+    ax.scatter(data[x], data[y], s=data["n_train"].map(_marker_areas(sizes)), color=color, alpha=0.8, lw=0,
+               label=label)
 
 
 def _size_key(ax: plt.Axes, sizes: Sequence[int]) -> None:
     """Legend entries that say which marker size is which N."""
-    scale = {n: 10 + 45 * i / max(len(sizes) - 1, 1) for i, n in enumerate(sizes)}
-    for n in sizes:
-        ax.scatter([], [], s=scale[n], color="0.45", lw=0, label=f"one model, N = {n:,}")
+    for n, area in _marker_areas(sizes).items():
+        ax.scatter([], [], s=area, color="0.45", lw=0, label=f"one model, N = {n:,}")
+
+
+def _marker_areas(sizes: Sequence[int]) -> dict[int, float]:
+    """Marker area per N, growing with its rank among the run's N."""
+    return {n: 10 + 45 * i / max(len(sizes) - 1, 1) for i, n in enumerate(sizes)}
 
 
 def _mean_line(ax: plt.Axes, stats: pd.DataFrame, color, label: str, **style) -> None:

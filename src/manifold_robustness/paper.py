@@ -33,9 +33,6 @@ FIGURE_TITLES = {
     "fig3 (bottom)": "Fig. 3: on-manifold success rate",
     "fig4 (left)": "Fig. 4 (left): PGD success rate",
 }
-QUANTITY_LABELS = {"test_error": "test error", "pgd_success": "PGD success rate",
-                   "onmanifold_true_success": "on-manifold success rate (true manifold)",
-                   "onmanifold_learned_success": "on-manifold success rate (learned manifold)"}
 
 
 def _read(path: str | os.PathLike, columns: Sequence[str], what: str) -> pd.DataFrame:
