@@ -7,7 +7,10 @@ Tests must not mutate the shared model in place (use copy.deepcopy before .doubl
 
 from __future__ import annotations
 
+import json
+import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,11 +21,22 @@ from manifold_robustness.fonts import build_glyph_bank, default_font_dirs, disco
 from manifold_robustness.training import TrainConfig, train_classifier
 from manifold_robustness.transformer import PRESETS
 
-torch.set_num_threads(2)
+# Two threads, as on the 2-core machines the suite is sized for; mutation testing (scripts/mutation.py) runs its
+# forked workers with one each, since torch's thread pool does not survive a fork.
+torch.set_num_threads(int(os.environ.get("MANIFOLD_ROBUSTNESS_TEST_THREADS", "2")))
 
 N_FONTS = 8
 PER_FONT_CLASS_TRAIN = 40
 PER_FONT_CLASS_TEST = 10
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under mutation testing (scripts/mutation.py), run a mutant's tests fastest first, by the durations mutmut
+    measured on the unmutated code, so that the quickest test able to kill it runs before the slow ones."""
+    stats = Path("mutmut-stats.json")
+    if os.environ.get("MUTANT_UNDER_TEST") and stats.exists():
+        durations = json.loads(stats.read_text()).get("duration_by_test", {})
+        items.sort(key=lambda item: durations.get(item.nodeid, 0.0))
 
 
 def seed_everything(seed: int = 0) -> None:
