@@ -19,8 +19,10 @@ from manifold_robustness.attacks import (
     AttackResult,
     box_attack,
     pgd,
+    pgd_adversary,
     resolve_layout,
     restart_noise,
+    start_offset,
     success_rates,
     training_config,
 )
@@ -295,6 +297,11 @@ def test_sequential_equals_folded(double_model, attack_set, optimizer):
     fold = pgd(double_model, x, y, config(restarts=3, optimizer=optimizer, layout="folded"), indices=index)
     assert seq.success.any() and not seq.success.all()
     assert_same_result(seq, fold, atol=1e-9)
+    # Several batches, the last one short: each batch's restarts are unfolded from their own rows.
+    small = pgd(double_model, x[:40], y[:40], config(restarts=3, optimizer=optimizer, layout="folded",
+                                                       batch_size=16), indices=index[:40])
+    assert_same_result(small, pgd(double_model, x[:40], y[:40], config(restarts=3, optimizer=optimizer),
+                                  indices=index[:40]), atol=1e-9)
 
 
 def test_layout_resolution():
@@ -440,6 +447,48 @@ def test_success_rates_definitions():
     assert nothing_correct["robust_accuracy"] == 0.0
 
 
+def test_success_rates_read_zero_one_integers_as_booleans():
+    success = [[1, 0], [0, 0], [1, 1], [1, 1]]
+    correct = [1, 1, 1, 0]
+    as_bool = success_rates(np.array(success, dtype=bool), np.array(correct, dtype=bool))
+    assert success_rates(np.array(success), np.array(correct)) == as_bool
+    assert success_rates(torch.tensor(success), torch.tensor(correct)) == as_bool
+
+
+def test_success_rates_of_no_examples_are_undefined():
+    rates = success_rates(np.zeros((0, 2), dtype=bool), np.zeros(0, dtype=bool))
+    assert all(np.isnan(rates[key]) for key in ("success", "success_any", "robust_accuracy"))
+    assert rates["n_attacked"] == 0 and rates["n_correct"] == 0
+
+
+@pytest.mark.parametrize("start", STARTS)
+@pytest.mark.parametrize("early_stop", [True, False])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_attack_state_follows_the_inputs_device_not_the_default_device(trained_model, attack_set, optimizer,
+                                                                      early_stop, start):
+    """What the attack allocates lives on its inputs' device (what the CUDA path relies on). With the default
+    device set to `meta`, which holds no data, any tensor created without a device breaks the attack."""
+    x, y, index = attack_set[0][:20], attack_set[1][:20], attack_set[2][:20]
+    cfg = config(optimizer=optimizer, early_stop=early_stop, steps=5, start=start)
+    reference = pgd(trained_model, x, y, cfg, indices=index)
+    with torch.device("meta"):
+        elsewhere = pgd(trained_model, x, y, cfg, indices=index)
+    assert_same_result(elsewhere, reference)
+    assert elsewhere.variables.device.type == "cpu"
+
+
+def test_pgd_adversary_gives_the_first_restart_of_pgd_at_the_given_positions(trained_model, attack_set):
+    """Adversarial training's examples: PGD's first restart, its starts keyed by the training positions."""
+    x, y, _ = attack_set
+    pos = torch.tensor([7, 3, 120, 41])
+    cfg = config(steps=5)
+    adversarial = pgd_adversary(x)(trained_model, pos, y[pos], cfg)
+    expected = pgd(trained_model, x[pos], y[pos], cfg, indices=pos).variables[:, 0]
+    assert torch.equal(adversarial, expected)
+    # The starts follow the positions: the same images under other positions start elsewhere.
+    assert not torch.equal(adversarial, pgd(trained_model, x[pos], y[pos], cfg).variables[:, 0])
+
+
 def hand_result(success, loss):
     success, loss = torch.tensor(success), torch.tensor(loss, dtype=torch.float32)
     n, r = success.shape
@@ -553,3 +602,106 @@ def test_adam_step_rule_equals_torch_adam_on_the_perturbation(double_model, atta
     assert torch.allclose(result.variables[:, 0], expected, rtol=0, atol=1e-9)
     assert torch.allclose(result.loss[:, 0].double(), torch.stack(losses).max(0).values, rtol=1e-6)
     assert (best > 1).all()  # the comparison reaches past the first Adam steps
+
+
+class StraightThroughFloor(torch.autograd.Function):
+    """floor(x) forward, identity backward: a loss that stays flat while its gradient keeps moving the iterate."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.floor(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class FlatLoss(torch.nn.Module):
+    def forward(self, v):
+        z = StraightThroughFloor.apply(v[:, :1])
+        return torch.cat([z, -z], dim=1)  # class 0 has the higher logit while floor(v) > 0
+
+
+@pytest.mark.parametrize("early_stop", [True, False])
+def test_of_equal_loss_iterates_the_first_is_kept(early_stop):
+    """Loss is constant on the box [1, 1.5] while the gradient moves v (1.25, 1.15, 1.05, 1.0): the start (the
+    first iterate) is kept."""
+    center = torch.full((1, 1), 1.25, dtype=torch.float64)
+    cfg = AttackConfig(eps=0.0, steps=3, step_size=0.1, restarts=1, early_stop=early_stop)
+    result = box_attack(FlatLoss(), lambda v, rows: v, center, center - 0.25, center + 0.25,
+                        torch.zeros(1, dtype=torch.long), cfg)
+    assert result.success.tolist() == [[False]]
+    assert result.variables[0, 0].item() == 1.25
+
+
+class TopHalf(torch.nn.Module):
+    """A classifier that sees only the top 14 rows of the image."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        mask = torch.zeros_like(x)
+        mask[:, :, :14] = 1
+        return self.model(x * mask)
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_pixels_the_model_ignores_stay_at_their_start(trained_model, attack_set, optimizer):
+    """Where the gradient is zero, neither step rule moves the iterate: those pixels keep their random start."""
+    x, y, index = attack_set[0][:10], attack_set[1][:10], attack_set[2][:10]
+    cfg = config(optimizer=optimizer, steps=5, restarts=1, early_stop=False)
+    # eval() first: the attack restores the wrapper's mode, and with it that of the shared model inside.
+    result = pgd(TopHalf(trained_model).eval(), x, y, cfg, indices=index)
+    start = (x + cfg.eps * restart_noise(index, 0, tuple(x.shape[1:]), cfg.seed, cfg.start)).clamp(0, 1)
+    assert torch.equal(result.variables[:, 0, :, 14:], start[:, :, 14:])
+    assert not torch.equal(result.variables[:, 0, :, :14], start[:, :, :14])  # the seen half did move
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_with_early_stop_more_steps_leave_finished_examples_as_they_were(double_model, attack_set, optimizer):
+    """An early-stopped trajectory ends at its first fooling iterate, so a longer attack keeps it unchanged."""
+    x, y, index = attack_set[0].double(), attack_set[1], attack_set[2]
+    short = pgd(double_model, x, y, config(optimizer=optimizer, steps=8), indices=index)
+    long = pgd(double_model, x, y, config(optimizer=optimizer, steps=20), indices=index)
+    done = short.success
+    assert done.sum() >= 5
+    assert torch.equal(long.variables[done], short.variables[done])
+    assert torch.equal(long.steps_to_success[done], short.steps_to_success[done])
+    assert torch.equal(long.loss[done], short.loss[done]) and torch.equal(long.pred[done], short.pred[done])
+
+
+def test_clean_prediction_is_taken_on_the_clean_images_when_given(trained_model, attack_set):
+    """On-manifold attacks predict on the real images, not on the decoded center; here the two differ."""
+    x, y, _ = attack_set[0][:30], attack_set[1][:30], None
+    blank = torch.zeros_like(x)
+    cfg = config(steps=1)
+    given = box_attack(trained_model, lambda v, rows: v, blank, blank, blank + 0.1, y, cfg, clean_images=x)
+    assert torch.equal(given.clean_pred, predict(trained_model, x))
+    assert not torch.equal(given.clean_pred, predict(trained_model, blank))
+
+
+def test_box_attack_state_follows_the_inputs_device_without_indices(trained_model, fonts_data, glyph_bank):
+    """As the PGD test above, for a decoder that indexes by row and default identities (indices=None)."""
+    d = fonts_data["test"]
+    n = 12
+    glyphs = torch.from_numpy(glyph_bank[0])
+    font, label = torch.from_numpy(d["font"][:n]), torch.from_numpy(d["labels"][:n])
+    codes = torch.from_numpy(d["codes"][:n])
+    ranges = PRESETS["moderate"]
+    lo, hi = ranges.low.expand(n, 6).clone(), ranges.high.expand(n, 6).clone()
+
+    def decode_codes(v, rows):
+        return decode(glyphs, font[rows], label[rows], v)
+
+    cfg = config(eps=1.0, steps=3, step_size=0.02, restarts=2)
+    reference = box_attack(trained_model, decode_codes, codes, lo, hi, label, cfg)
+    with torch.device("meta"):
+        elsewhere = box_attack(trained_model, decode_codes, codes, lo, hi, label, cfg)
+    assert_same_result(elsewhere, reference)
+
+
+def test_start_offset_names_an_unknown_start():
+    with pytest.raises(ValueError, match=r"start must be one of \('uniform', 'distance_direction'\), got 'gauss'"):
+        start_offset((3,), "gauss", torch.Generator().manual_seed(0))

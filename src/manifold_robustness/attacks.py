@@ -121,17 +121,19 @@ def success_rates(success: np.ndarray | torch.Tensor, correct: np.ndarray | torc
 def start_offset(shape: tuple[int, ...], start: str, gen: torch.Generator) -> torch.Tensor:
     """One restart's offset from the center in units of eps (see the module docstring for the two starts)."""
     if start == "uniform":
-        return torch.rand(shape, generator=gen) * 2 - 1
+        return torch.rand(shape, generator=gen, device=gen.device) * 2 - 1
     if start == "distance_direction":
-        g = torch.randn(shape, generator=gen)
-        return g / g.abs().max() * torch.rand((), generator=gen)
+        g = torch.randn(shape, generator=gen, device=gen.device)
+        return g / g.abs().max() * torch.rand((), generator=gen, device=gen.device)
     raise ValueError(f"start must be one of {STARTS}, got '{start}'")
 
 
 def restart_noise(indices: torch.Tensor, restart: int, shape: tuple[int, ...], seed: int,
                   start: str = "uniform") -> torch.Tensor:
-    """`start_offset` of `shape` for each example, determined by (seed, example index, restart) alone."""
-    out = torch.empty(len(indices), *shape)
+    """`start_offset` of `shape` for each example, determined by (seed, example index, restart) alone.
+
+    Drawn on the CPU, whatever the attack's device, so that the starts are the same on every device."""
+    out = torch.empty(len(indices), *shape, device="cpu")
     for row, index in enumerate(indices.tolist()):
         state = np.random.SeedSequence((seed, index, restart)).generate_state(1, dtype=np.uint64)[0]
         out[row] = start_offset(shape, start, torch.Generator().manual_seed(int(state)))
@@ -222,7 +224,7 @@ def box_attack(model: nn.Module, decode: Decoder, center: torch.Tensor, lo: torc
     """
     n = len(center)
     device = center.device
-    indices = torch.arange(n) if indices is None else indices.cpu()
+    indices = torch.arange(n, device="cpu") if indices is None else indices.cpu()
     layout = resolve_layout(cfg.layout, device)
     shape = tuple(center.shape[1:])
     out_v = torch.empty(n, cfg.restarts, *shape, device=device, dtype=center.dtype)
@@ -269,7 +271,7 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Attac
         raise ValueError(f"images must lie in [0, 1], got range [{images.min():.3g}, {images.max():.3g}]")
     lo = (images - cfg.eps).clamp(0, 1)
     hi = (images + cfg.eps).clamp(0, 1)
-    return box_attack(model, _identity, images, lo, hi, labels, cfg, indices, clean_images=images, progress=progress)
+    return box_attack(model, _identity, images, lo, hi, labels, cfg, indices, progress=progress)
 
 
 def pgd_adversary(images: torch.Tensor) -> Adversary:
