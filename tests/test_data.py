@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import h5py
@@ -16,8 +17,10 @@ from manifold_robustness.data import (
     evaluation_subset,
     make_fonts,
     read_glyph_bank,
+    read_labels,
     read_ranges,
     read_split,
+    split_size,
     training_subset,
     write_dataset,
 )
@@ -25,6 +28,17 @@ from manifold_robustness.stages import build_fonts
 from manifold_robustness.transformer import CODE_NAMES, PRESETS, TransformRanges, decode
 
 SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
+# The fix every unreadable-file error ends with, as words (so a changed or padded wording fails).
+REMAKE = r"\bdelete it and rerun the data rule$"
+
+
+def assert_names_file_and_fix(message: str, path, what: str, cause: str) -> None:
+    """An unreadable dataset file's error names the file, what is missing, the underlying error and the fix."""
+    head = f"{path} is missing, corrupt or lacks the '{what}' split ("
+    assert message.startswith(head), message
+    given = message[len(head):message.rindex("); delete")]
+    assert cause in given and given != "None", message
+    assert re.search(REMAKE, message), message
 
 
 @pytest.fixture
@@ -207,14 +221,46 @@ def test_read_split_on_missing_split(tmp_path, fonts_data):
     path = tmp_path / "only_train.h5"
     write_dataset(path, {"train": fonts_data["train"]})
     assert len(read_split(path, "train")["labels"]) == len(fonts_data["train"]["labels"])
-    with pytest.raises(RuntimeError, match="lacks the 'test' split"):
-        read_split(path, "test")
+    for read in (read_split, read_labels, split_size):
+        with pytest.raises(RuntimeError) as info:
+            read(path, "test")
+        assert_names_file_and_fix(str(info.value), path, "test", "'test'")
+
+
+def test_labels_and_size_read_without_the_images(dataset_file, fonts_data):
+    for split, arrays in fonts_data.items():
+        np.testing.assert_array_equal(read_labels(dataset_file, split), arrays["labels"])
+        assert split_size(dataset_file, split) == len(arrays["labels"])
+    with pytest.raises(RuntimeError) as info:
+        split_size(dataset_file.parent / "absent.h5", "train")
+    assert_names_file_and_fix(str(info.value), dataset_file.parent / "absent.h5", "train", "absent.h5")
+
+
+def test_read_ranges_names_the_file_when_its_bounds_are_missing(tmp_path, fonts_data):
+    path = tmp_path / "no_ranges.h5"
+    write_dataset(path, {"test": fonts_data["test"]})
+    with pytest.raises(RuntimeError) as info:
+        read_ranges(path)
+    assert_names_file_and_fix(str(info.value), path, "attrs", "'ranges_low'")
 
 
 def test_read_split_rejects_wrong_image_shape(tmp_path):
     path = tmp_path / "bad.h5"
     write_dataset(path, {"train": {"images": np.zeros((4, 1, 14, 14), np.float32), "labels": np.zeros(4, np.int64)}})
     with pytest.raises(RuntimeError, match="does not hold images"):
+        read_split(path, "train")
+
+
+@pytest.mark.parametrize("arrays", [
+    {"images": np.zeros((4, 1, 28, 28), np.float32)},  # no labels
+    {"labels": np.zeros(4, np.int64)},  # no images
+    {"images": np.zeros((4, 1, 28, 28), np.float32), "labels": np.zeros(3, np.int64)},  # counts differ
+    {"images": np.zeros((4, 28, 28), np.float32), "labels": np.zeros(4, np.int64)},  # no channel axis
+], ids=["no-labels", "no-images", "count-mismatch", "three-axes"])
+def test_read_split_rejects_a_split_without_matching_images_and_labels(tmp_path, arrays):
+    path = tmp_path / "bad.h5"
+    write_dataset(path, {"train": arrays})
+    with pytest.raises(RuntimeError, match=r"bad.h5:train does not hold images \(n,1,28,28\) with matching labels"):
         read_split(path, "train")
 
 
@@ -236,10 +282,16 @@ def test_training_subset_is_nested_and_deterministic():
     assert np.array_equal(np.sort(training_subset(50, 50, 0)), np.arange(50))
 
 
-@pytest.mark.parametrize("n_train", [3201, 10_000, 0])
+@pytest.mark.parametrize("n_train", [3201, 10_000, 0, -1])
 def test_training_subset_rejects_impossible_n(n_train):
-    with pytest.raises(ValueError, match=rf"N={n_train} training images requested .* holds 3200"):
+    with pytest.raises(ValueError, match=rf"N={n_train} training images requested .* holds 3200; lower "
+                                         r"classifiers\.n_train in the config or render more images per font$"):
         training_subset(3200, n_train, subset_seed=0)
+
+
+@pytest.mark.parametrize("n_train", [1, 3200])
+def test_training_subset_accepts_the_bounds(n_train):
+    assert len(np.unique(training_subset(3200, n_train, subset_seed=0))) == n_train
 
 
 def test_evaluation_subset_sorted_deterministic_and_capped():

@@ -138,8 +138,7 @@ def split_size(path: str | os.PathLike, split: str) -> int:
 def read_glyph_bank(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     """The FONTS glyph bank (F,10,28,28) and the font file names, for the true decoder."""
     with h5py.File(path, "r") as h5:
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in h5["glyphs/font_names"][()]]
-        return h5["glyphs/images"][()], names
+        return h5["glyphs/images"][()], list(h5["glyphs/font_names"].asstr()[()])
 
 
 def read_ranges(path: str | os.PathLike) -> TransformRanges:
@@ -149,10 +148,9 @@ def read_ranges(path: str | os.PathLike) -> TransformRanges:
         with h5py.File(path, "r") as h5:
             low, high = np.asarray(h5.attrs["ranges_low"]), np.asarray(h5.attrs["ranges_high"])
             # Files written before the convention was recorded were all rendered as placements.
-            geometry = h5.attrs.get("geometry", "placement")
+            geometry = str(h5.attrs.get("geometry", "placement"))  # h5py reads string attributes as str
     except (OSError, KeyError) as err:
         raise incomplete_file(path, "attrs", err) from err
-    geometry = geometry.decode() if isinstance(geometry, bytes) else str(geometry)
     if geometry not in CONVENTIONS:
         raise RuntimeError(f"{path} records the code convention '{geometry}', not one of {CONVENTIONS}; "
                            "delete it and rerun the data rule")
