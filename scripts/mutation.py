@@ -189,7 +189,7 @@ def report(results: dict[str, list[Mutant]], seconds: dict[str, float], equivale
             f"| {module} | {len(mutants)} | {sum(m.status == 'killed' for m in mutants)} "
             f"| {sum(m.status == 'timeout' for m in mutants)} | {sum(m.equivalent is not None for m in mutants)} "
             f"| {len(survivors)} | {sum(m.status == 'no tests' for m in survivors)} "
-            f"| {seconds[module] / 60:.1f} |")
+            f"| {seconds[module] / 60:.1f} |".replace("| nan |", "| not timed |"))
     for module, mutants in results.items():
         survivors = [m for m in mutants if m.status not in KILLED and m.equivalent is None]
         if survivors:
@@ -215,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true",
                         help="reuse build/mutation/<module>: only functions whose code changed are mutated again")
     parser.add_argument("--survivors", action="store_true",
-                        help="with --keep: test again only the mutants the last run left alive (after new tests)")
+                        help="with --keep: test again only the unexplained survivors of the last run (after new tests)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: report what build/mutation/<module> holds (after an interrupted run)")
     args = parser.parse_args(argv)
     if args.survivors and not args.keep:
         parser.error("--survivors needs --keep: it retests the survivors of the kept run")
@@ -224,14 +226,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown module(s) {unknown}; choose from {list(modules)} (tests/mutation.toml)")
     results, seconds = {}, {}
     for module in args.modules or list(modules):
+        if args.report_only:
+            if (WORK / module / "mutants").exists():
+                results[module], seconds[module] = collect(WORK / module, module), float("nan")
+            continue
         start = time.monotonic()
         print(f"mutating {module} against {', '.join(modules[module])} ...", flush=True)
         folder = prepare(module, modules[module], args.keep)
-        names = [m.name for m in collect(folder, module) if m.status not in KILLED] if args.survivors else []
+        names = []
+        if args.survivors:  # the unexplained ones: equivalent mutants would only survive again
+            kept = collect(folder, module)
+            classify(kept, equivalents)
+            names = [m.name for m in kept if m.status not in KILLED and m.equivalent is None]
         if not args.survivors or names:
             run_mutmut(folder, args.jobs, names)
         results[module] = collect(folder, module)
         seconds[module] = time.monotonic() - start
+    for entry in equivalents:
+        entry.matched = 0
     classify([m for ms in results.values() for m in ms], equivalents)
     text = report(results, seconds, equivalents)
     WORK.mkdir(parents=True, exist_ok=True)

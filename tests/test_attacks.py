@@ -386,10 +386,9 @@ def test_without_early_stop_the_highest_loss_iterate_is_kept(trained_model, atta
         assert torch.equal(r.success, r.pred != y[:, None])
 
 
-def test_box_attack_on_transformation_codes(trained_model, fonts_data, glyph_bank):
-    """The engine with a non-identity decoder: variables stay in their box, successes fool the model."""
+def codes_problem(fonts_data, glyph_bank, n: int):
+    """The first n FONTS test images as transformation codes in the moderate box, with their true decoder."""
     d = fonts_data["test"]
-    n = 40
     glyphs = torch.from_numpy(glyph_bank[0])
     font, label = torch.from_numpy(d["font"][:n]), torch.from_numpy(d["labels"][:n])
     codes = torch.from_numpy(d["codes"][:n])
@@ -398,6 +397,14 @@ def test_box_attack_on_transformation_codes(trained_model, fonts_data, glyph_ban
 
     def decode_codes(v, rows):
         return decode(glyphs, font[rows], label[rows], v)
+
+    return decode_codes, codes, lo, hi, label, glyphs, font
+
+
+def test_box_attack_on_transformation_codes(trained_model, fonts_data, glyph_bank):
+    """The engine with a non-identity decoder: variables stay in their box, successes fool the model."""
+    n = 40
+    decode_codes, codes, lo, hi, label, glyphs, font = codes_problem(fonts_data, glyph_bank, n)
 
     cfg = config(eps=1.0, steps=10, step_size=0.02, restarts=2)
     result = box_attack(trained_model, decode_codes, codes, lo, hi, label, cfg)
@@ -684,16 +691,7 @@ def test_clean_prediction_is_taken_on_the_clean_images_when_given(trained_model,
 
 def test_box_attack_state_follows_the_inputs_device_without_indices(trained_model, fonts_data, glyph_bank):
     """As the PGD test above, for a decoder that indexes by row and default identities (indices=None)."""
-    d = fonts_data["test"]
-    n = 12
-    glyphs = torch.from_numpy(glyph_bank[0])
-    font, label = torch.from_numpy(d["font"][:n]), torch.from_numpy(d["labels"][:n])
-    codes = torch.from_numpy(d["codes"][:n])
-    ranges = PRESETS["moderate"]
-    lo, hi = ranges.low.expand(n, 6).clone(), ranges.high.expand(n, 6).clone()
-
-    def decode_codes(v, rows):
-        return decode(glyphs, font[rows], label[rows], v)
+    decode_codes, codes, lo, hi, label, _, _ = codes_problem(fonts_data, glyph_bank, 12)
 
     cfg = config(eps=1.0, steps=3, step_size=0.02, restarts=2)
     reference = box_attack(trained_model, decode_codes, codes, lo, hi, label, cfg)
@@ -705,3 +703,14 @@ def test_box_attack_state_follows_the_inputs_device_without_indices(trained_mode
 def test_start_offset_names_an_unknown_start():
     with pytest.raises(ValueError, match=r"start must be one of \('uniform', 'distance_direction'\), got 'gauss'"):
         start_offset((3,), "gauss", torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("start", STARTS)
+def test_restart_noise_is_seeded_with_the_64_bit_word_of_its_seed_sequence(start):
+    """The documented keying, so that records stay reproducible: one 64-bit word of
+    SeedSequence((seed, index, restart)) seeds a CPU generator per example."""
+    indices = torch.tensor([0, 5, 123456])
+    noise = restart_noise(indices, 2, (3, 4), seed=11, start=start)
+    for row, index in enumerate(indices.tolist()):
+        word = np.random.SeedSequence((11, index, 2)).generate_state(1, dtype=np.uint64)[0]
+        assert torch.equal(noise[row], start_offset((3, 4), start, torch.Generator().manual_seed(int(word))))
