@@ -190,8 +190,9 @@ def test_read_ranges_rejects_an_unknown_geometry(tmp_path, fonts_data):
     path = tmp_path / "fonts.h5"
     write_dataset(path, {"test": fonts_data["test"]}, attrs={
         "ranges_low": PRESETS["hard"].low.numpy(), "ranges_high": PRESETS["hard"].high.numpy(), "geometry": "inverse"})
-    with pytest.raises(RuntimeError, match="code convention 'inverse'"):
+    with pytest.raises(RuntimeError, match="code convention 'inverse'") as info:
         read_ranges(path)
+    assert re.search(REMAKE, str(info.value)), str(info.value)
 
 
 def test_read_split_rejects_unknown_split(dataset_file):
