@@ -235,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         folder = prepare(module, modules[module], args.keep)
         names = []
         if args.survivors:  # the unexplained ones: equivalent mutants would only survive again
+            if not (folder / "mutants").exists():
+                raise SystemExit(f"{folder} holds no earlier run of {module}; run it once without --survivors")
             kept = collect(folder, module)
             classify(kept, equivalents)
             names = [m.name for m in kept if m.status not in KILLED and m.equivalent is None]
