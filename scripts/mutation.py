@@ -15,6 +15,7 @@ process that has run torch code hangs the children in torch's thread pool.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -63,6 +64,10 @@ class Mutant:
     equivalent: Equivalent | None = None
     diff: str = field(default="", repr=False)
 
+    @property
+    def unexplained(self) -> bool:
+        return self.status not in KILLED and self.equivalent is None
+
 
 def read_spec(path: Path = SPEC) -> tuple[dict[str, list[str]], list[Equivalent]]:
     spec = tomllib.loads(path.read_text())
@@ -87,8 +92,8 @@ def mutmut_config(module: str, tests: list[str]) -> str:
         "[tool.mutmut]",
         'source_paths = ["src"]',
         f'only_mutate = ["src/{PACKAGE}/{module}.py"]',
-        f"also_copy = {[p for p in ALSO if (ROOT / p).exists()]!r}".replace("'", '"'),
-        f"pytest_add_cli_args_test_selection = {tests!r}".replace("'", '"'),
+        f"also_copy = {json.dumps([p for p in ALSO if (ROOT / p).exists()])}",  # a JSON string list is TOML
+        f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         'pytest_add_cli_args = ["-p", "no:cacheprovider"]',
         'process_isolation = "forkserver"',
         "use_git_change_detection = false",
@@ -184,14 +189,14 @@ def report(results: dict[str, list[Mutant]], seconds: dict[str, float], equivale
              "| module | mutants | killed | timed out | equivalent | surviving | of which no test reached | minutes |",
              "|---|---|---|---|---|---|---|---|"]
     for module, mutants in results.items():
-        survivors = [m for m in mutants if m.status not in KILLED and m.equivalent is None]
+        survivors = [m for m in mutants if m.unexplained]
         lines.append(
             f"| {module} | {len(mutants)} | {sum(m.status == 'killed' for m in mutants)} "
             f"| {sum(m.status == 'timeout' for m in mutants)} | {sum(m.equivalent is not None for m in mutants)} "
             f"| {len(survivors)} | {sum(m.status == 'no tests' for m in survivors)} "
             f"| {seconds[module] / 60:.1f} |".replace("| nan |", "| not timed |"))
     for module, mutants in results.items():
-        survivors = [m for m in mutants if m.status not in KILLED and m.equivalent is None]
+        survivors = [m for m in mutants if m.unexplained]
         if survivors:
             lines += ["", f"## Surviving in {module}", ""]
             for m in survivors:
@@ -239,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"{folder} holds no earlier run of {module}; run it once without --survivors")
             kept = collect(folder, module)
             classify(kept, equivalents)
-            names = [m.name for m in kept if m.status not in KILLED and m.equivalent is None]
+            names = [m.name for m in kept if m.unexplained]
         if not args.survivors or names:
             run_mutmut(folder, args.jobs, names)
         results[module] = collect(folder, module)
@@ -252,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     (WORK / "report.md").write_text(text)
     print(text)
     print(f"report: {WORK / 'report.md'}")
-    unexplained = sum(m.status not in KILLED and m.equivalent is None for ms in results.values() for m in ms)
+    unexplained = sum(m.unexplained for ms in results.values() for m in ms)
     return 1 if unexplained else 0
 
 
