@@ -204,7 +204,7 @@ def plain_projection(images: torch.Tensor, glyphs: torch.Tensor, font: torch.Ten
     low, high = ranges.low.to(images), ranges.high.to(images)
     best = torch.full((len(images),), float("inf"), device=images.device)
     for begin in start_codes(codes, ranges, starts, 0, indices):
-        found = _project_batch(images, glyphs, font, label, begin[None], low, high, steps, lr=0.09)
+        found = _project_batch(images, glyphs, font, label, begin[None], low, high, steps, 0.09, ranges.convention)
         with torch.no_grad():
             best = torch.minimum(best, (decode(glyphs, font, label, found) - images).flatten(1).norm(dim=1))
     return best
@@ -333,8 +333,8 @@ def bench_distances(fx: dict, device: torch.device, repeats: int) -> dict[str, f
     x = pgd(fx["models"]["normal"], x, y, AttackConfig(restarts=1)).variables[:, 0]
 
     def ours() -> dict:
-        d, _, _ = project_true_manifold(x, glyphs, font, y, codes, PRESETS["moderate"], steps, starts=starts,
-                                        indices=index)
+        d, _, _ = project_true_manifold(x, glyphs, font, y, codes, PRESETS["moderate"], steps=steps, lr=0.09,
+                                        starts=starts, seed=0, indices=index)
         return {"median_distance": float(d.median())}
 
     t_ours, t_theirs, r_ours, r_theirs = side_by_side(device, repeats, ours, lambda: {

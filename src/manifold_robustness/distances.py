@@ -4,8 +4,9 @@ Two estimates, as in the paper:
 
 * FONTS, where the manifold is known: project an image onto the true decoder's image of its (font, class) by
   minimizing ||decode(glyphs, font, label, c) - x||_2 over the six codes c inside the sampling box, with Adam
-  (lr 0.09, 100 iterations) from several starts; the first start is the example's own code, the others are uniform
-  in the box, drawn per (seed, example index, start) so that a result never depends on batching or order.
+  (the paper's lr 0.09 and 100 iterations are the defaults of the `distances` settings, config/schema.yaml)
+  from several starts; the first start is the example's own code, the others are uniform in the box, drawn per
+  (seed, example index, start) so that a result never depends on batching or order.
 * EMNIST / Fashion-MNIST, where it is not: approximate the manifold around x by the affine span of x's k nearest
   training images (found in a PCA space, as the paper does) and take the L2 distance of x to that span in pixels.
   For an adversarial example the neighbours are searched for the adversarial example itself.
@@ -43,15 +44,16 @@ def start_codes(init_codes: torch.Tensor, ranges: TransformRanges, starts: int, 
 
 def _project_batch(images: torch.Tensor, glyphs: torch.Tensor, font: torch.Tensor, label: torch.Tensor,
                    starts: torch.Tensor, low: torch.Tensor, high: torch.Tensor, steps: int,
-                   lr: float, convention: str = "placement") -> torch.Tensor:
-    """Best codes (b, 6) over all starts (s, b, 6) and all Adam iterates, by L2 distance to the images."""
+                   lr: float, convention: str) -> torch.Tensor:
+    """Best codes (b, 6) over all starts (s, b, 6) and all Adam iterates, by L2 distance to the images; of
+    iterates with equal distances the first is kept."""
     s, b = starts.shape[:2]
-    target = images.repeat(s, 1, 1, 1)
+    target = torch.cat([images] * s)
     font_s, label_s = font.repeat(s), label.repeat(s)
     codes = starts.reshape(s * b, 6).clone().requires_grad_(True)
     # Per-example losses are summed: Adam is per coordinate, so the examples do not interact.
     optimizer = Adam([codes], lr=lr)
-    best = torch.full((s * b,), float("inf"), device=images.device, dtype=images.dtype)
+    best = images.new_full((s * b,), float("inf"))
     best_codes = codes.detach().clone()
     for step in range(steps + 1):
         recon = decode(glyphs, font_s, label_s, codes, convention)
@@ -73,9 +75,8 @@ def _project_batch(images: torch.Tensor, glyphs: torch.Tensor, font: torch.Tenso
 
 
 def project_true_manifold(images: torch.Tensor, glyphs: torch.Tensor, font: torch.Tensor, label: torch.Tensor,
-                          init_codes: torch.Tensor, ranges: TransformRanges, steps: int = 100, lr: float = 0.09,
-                          starts: int = 4, seed: int = 0, batch_size: int = 1000,
-                          indices: torch.Tensor | None = None,
+                          init_codes: torch.Tensor, ranges: TransformRanges, *, steps: int, lr: float,
+                          starts: int, seed: int, batch_size: int = 1000, indices: torch.Tensor | None = None,
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Project images (n,1,28,28) onto the true FONTS manifold of their font and class.
 
@@ -92,22 +93,21 @@ def project_true_manifold(images: torch.Tensor, glyphs: torch.Tensor, font: torc
     n, device, dtype = len(images), images.device, images.dtype
     if init_codes.shape != (n, 6):
         raise ValueError(f"init_codes must have shape ({n}, 6), got {tuple(init_codes.shape)}")
-    indices = torch.arange(n) if indices is None else indices.cpu()
+    if not n:  # affine_grid refuses an empty batch
+        return images.new_empty(0), images.new_empty(0, 6), images.clone()
+    indices = torch.arange(n, device="cpu") if indices is None else indices.cpu()
     glyphs = glyphs.to(device, dtype)
     font, label = font.to(device), label.to(device)
     init = init_codes.to(device, dtype)
     low, high = ranges.low.to(device, dtype), ranges.high.to(device, dtype)
-    codes = torch.empty(n, 6, device=device, dtype=dtype)
-    for i in range(0, n, batch_size):
-        sl = slice(i, i + batch_size)
-        begin = start_codes(init[sl], ranges, starts, seed, indices[sl])
-        with torch.enable_grad():
-            codes[sl] = _project_batch(images[sl], glyphs, font[sl], label[sl], begin, low, high, steps, lr,
-                                       ranges.convention)
+    parts = zip(images.split(batch_size), font.split(batch_size), label.split(batch_size),
+                init.split(batch_size), indices.split(batch_size))
+    with torch.enable_grad():
+        codes = torch.cat([_project_batch(x, glyphs, f, y, start_codes(c, ranges, starts, seed, i), low, high,
+                                          steps, lr, ranges.convention) for x, f, y, c, i in parts])
     with torch.no_grad():
-        projections = torch.cat([decode(glyphs, font[i:i + batch_size], label[i:i + batch_size],
-                                        codes[i:i + batch_size], ranges.convention) for i in range(0, n, batch_size)]) \
-            if n else images.new_empty(0, *images.shape[1:])
+        projections = torch.cat([decode(glyphs, f, y, c, ranges.convention) for f, y, c in
+                                 zip(font.split(batch_size), label.split(batch_size), codes.split(batch_size))])
         distances = (projections - images).flatten(1).norm(dim=1)
     return distances, codes, projections
 
@@ -124,8 +124,9 @@ def distance_to_perturbation_ratio(distance_adv: torch.Tensor, perturbation_l2: 
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def fit_pca(train_images: torch.Tensor, dim: int = 40, batch_size: int = 20000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean (D,) and top-`dim` principal directions (D, dim) of the training images, without randomness.
+def fit_pca(train_images: torch.Tensor, *, dim: int, batch_size: int = 20000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (D,) and top-`dim` principal directions (D, dim) of the training images, without randomness (the
+    paper's 40 dimensions are the default of the `distances.pca_dim` setting).
 
     Uses the eigendecomposition of the covariance, accumulated in float64 over chunks (memory D x D, exact and
     deterministic, unlike randomized `pca_lowrank`); each direction's sign makes its largest-magnitude entry
@@ -143,7 +144,7 @@ def fit_pca(train_images: torch.Tensor, dim: int = 40, batch_size: int = 20000) 
     for i in range(0, n, batch_size):
         c = x[i:i + batch_size].double() - mean
         cov += c.T @ c
-    _, vectors = torch.linalg.eigh(cov / (n - 1))
+    _, vectors = torch.linalg.eigh(cov)  # the scatter matrix: the covariance's eigenvectors, unscaled
     components = vectors[:, -dim:].flip(1)
     signs = torch.sign(components.gather(0, components.abs().argmax(0, keepdim=True)))
     return mean.to(x.dtype), (components * signs).to(x.dtype)
@@ -152,42 +153,50 @@ def fit_pca(train_images: torch.Tensor, dim: int = 40, batch_size: int = 20000) 
 def pca_features(images: torch.Tensor, pca: tuple[torch.Tensor, torch.Tensor], batch_size: int = 20000) -> torch.Tensor:
     """Coordinates (n, dim) of images in the PCA basis."""
     mean, components = pca[0].to(images.device), pca[1].to(images.device)
-    x = images.flatten(1)
-    if not len(x):
-        return x.new_empty(0, components.shape[1])
-    return torch.cat([(x[i:i + batch_size] - mean) @ components for i in range(0, len(x), batch_size)])
+    return torch.cat([(x - mean) @ components for x in images.flatten(1).split(batch_size)])
 
 
-def nearest_neighbours(query_feats: torch.Tensor, train_feats: torch.Tensor, k: int = 50, batch_size: int = 500,
+def nearest_neighbours(query_feats: torch.Tensor, train_feats: torch.Tensor, *, k: int, batch_size: int = 500,
                        train_chunk: int = 50000) -> torch.Tensor:
     """Indices (n, k) of the exact k nearest training points (Euclidean), nearest first.
 
     Memory is bounded by batch_size x (train_chunk + k) distances: queries go in batches, the training set in chunks
-    whose top-k are merged; squared distances use ||a||^2 - 2ab + ||b||^2. Ties keep the lower index.
+    whose top-k are merged. Points are ranked by ||b||^2 - 2ab, the squared distance ||a - b||^2 less the query's
+    own ||a||^2, which orders a query's neighbours the same. Ties keep the lower index.
     """
     n_train = len(train_feats)
     if not 0 < k <= n_train:
         raise ValueError(f"k must be in 1..{n_train}, got {k}")
     train_feats = train_feats.to(query_feats)
     train_sq = train_feats.pow(2).sum(1)
-    out = torch.empty(len(query_feats), k, dtype=torch.long, device=query_feats.device)
-    for i in range(0, len(query_feats), batch_size):
-        q = query_feats[i:i + batch_size]
-        q_sq = q.pow(2).sum(1, keepdim=True)
-        best_d = q.new_empty(len(q), 0)
-        best_i = torch.empty(len(q), 0, dtype=torch.long, device=q.device)
-        for j in range(0, n_train, train_chunk):
-            t = train_feats[j:j + train_chunk]
-            dist = (q_sq - 2 * q @ t.T + train_sq[j:j + train_chunk]).clamp_min(0)
-            d, idx = torch.topk(dist, min(k, len(t)), dim=1, largest=False, sorted=True)
-            best_d, best_i = torch.cat([best_d, d], 1), torch.cat([best_i, idx + j], 1)
-            # Stable sort by (distance, index) so the merge is independent of the chunking.
-            order = torch.argsort(best_i, dim=1)
-            best_d, best_i = best_d.gather(1, order), best_i.gather(1, order)
-            order = torch.argsort(best_d, dim=1, stable=True)[:, :k]
-            best_d, best_i = best_d.gather(1, order), best_i.gather(1, order)
-        out[i:i + batch_size] = best_i
-    return out
+    out = []
+    for q in query_feats.split(batch_size):
+        found_d, found_i = [], []
+        for j, t in zip(range(0, n_train, train_chunk), train_feats.split(train_chunk)):
+            dist = train_sq[j:j + len(t)] - 2 * q @ t.T
+            d, idx = lowest(dist, min(k, len(t)))
+            found_d.append(d)
+            found_i.append(idx + j)
+        # Sorted by (distance, index): the lowest-index ties of each chunk, so the merge does not depend on chunking.
+        best_d, best_i = torch.cat(found_d, 1), torch.cat(found_i, 1)
+        order = torch.argsort(best_i)
+        best_d, best_i = best_d.gather(1, order), best_i.gather(1, order)
+        out.append(best_i.gather(1, torch.argsort(best_d, stable=True)[:, :k]))
+    return torch.cat(out)
+
+
+def lowest(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k smallest entries of each row and their columns, keeping the lowest columns among ties.
+
+    `torch.topk` picks any of several tied entries; a row whose k-th smallest value is tied beyond k entries is
+    therefore sorted in full (stably), which is exact and rare with real data."""
+    d, idx = torch.topk(values, k, largest=False)
+    tied = (values <= d[:, -1:]).sum(1) > k
+    if tied.any():
+        rows = tied.nonzero().squeeze(1)
+        order = torch.argsort(values[rows], stable=True)[:, :k]
+        d[rows], idx[rows] = values[rows].gather(1, order), order
+    return d, idx
 
 
 def local_subspace_distance(x: torch.Tensor, neighbours: torch.Tensor,
@@ -214,12 +223,13 @@ def local_subspace_distance(x: torch.Tensor, neighbours: torch.Tensor,
         gram = basis @ basis.transpose(1, 2)  # (n, m, m)
         rhs = (basis @ (x64 - origin)[:, :, None]).squeeze(2)  # (n, m)
         values, vectors = torch.linalg.eigh(gram)
-        top = values[:, -1:].clamp_min(torch.finfo(torch.float64).tiny)
-        flagged = (values[:, :1] <= RANK_RTOL * top).squeeze(1) & (top.squeeze(1) > 0)
-        ridge = torch.where(flagged, RIDGE * top.squeeze(1), torch.zeros_like(top.squeeze(1)))
-        denom = values + ridge[:, None]
-        # Zero Gram (all neighbours equal): every coefficient is 0 and the span is the single point.
-        inv = torch.where(denom > 0, 1 / denom.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(denom))
+        tiny = torch.finfo(torch.float64).tiny
+        top = values[:, -1].clamp_min(tiny)
+        flagged = values[:, 0] <= RANK_RTOL * top
+        ridge = torch.where(flagged, RIDGE * top, torch.zeros_like(top))
+        # Flagged or not, every denominator is positive; the clamp keeps 1 / denom finite where the Gram is zero
+        # (all neighbours equal), where every coefficient is then 0 and the span is the single point.
+        inv = 1 / (values + ridge[:, None]).clamp_min(tiny)
         coef = (vectors @ (inv * (vectors.transpose(1, 2) @ rhs[:, :, None]).squeeze(2))[:, :, None]).squeeze(2)
         proj = origin + (coef[:, None, :] @ basis).squeeze(1)
     distance = (x64 - proj).norm(dim=1)
@@ -227,11 +237,12 @@ def local_subspace_distance(x: torch.Tensor, neighbours: torch.Tensor,
 
 
 def distance_to_local_manifold(images: torch.Tensor, train_images: torch.Tensor,
-                               pca: tuple[torch.Tensor, torch.Tensor], k: int = 50, batch_size: int = 250,
-                               train_feats: torch.Tensor | None = None) -> dict[str, torch.Tensor | int]:
-    """L2 distance of each image to the affine span of its k nearest training images (neighbours found in PCA space).
+                               pca: tuple[torch.Tensor, torch.Tensor], *, k: int, batch_size: int = 250,
+                               train_feats: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """L2 distance of each image to the affine span of its k nearest training images (neighbours found in PCA space;
+    the paper's k = 50 is the default of the `distances.neighbours` setting).
 
-    Returns dict(distance (n,), n_regularized (how many Gram matrices needed the ridge), regularized (n,) mask,
+    Returns dict(distance (n,), regularized (n,) mask of the examples whose Gram matrix needed the ridge,
     neighbours (n, k) training indices). `train_feats` may pass precomputed PCA features of `train_images`.
     """
     device = images.device
@@ -239,12 +250,7 @@ def distance_to_local_manifold(images: torch.Tensor, train_images: torch.Tensor,
     if train_feats is None:
         train_feats = pca_features(train_flat.to(device), pca)
     neighbours = nearest_neighbours(pca_features(images, pca), train_feats.to(device), k=k)
-    flat = images.flatten(1)
-    distance = torch.empty(len(flat), device=device, dtype=flat.dtype)
-    regularized = torch.zeros(len(flat), dtype=torch.bool, device=device)
-    for i in range(0, len(flat), batch_size):
-        sl = slice(i, i + batch_size)
-        nb = train_flat[neighbours[sl].to(train_flat.device)].to(device)
-        distance[sl], _, regularized[sl] = local_subspace_distance(flat[sl], nb)
-    return {"distance": distance, "n_regularized": int(regularized.sum()), "regularized": regularized,
+    parts = [local_subspace_distance(x, train_flat[nb.to(train_flat.device)].to(device))
+             for x, nb in zip(images.flatten(1).split(batch_size), neighbours.split(batch_size))]
+    return {"distance": torch.cat([p[0] for p in parts]), "regularized": torch.cat([p[2] for p in parts]),
             "neighbours": neighbours}

@@ -53,15 +53,15 @@ class TransformRanges:
 
     @property
     def low(self) -> torch.Tensor:
-        """Lower bound of each of the six code entries."""
+        """Lower bound of each of the six code entries (on the CPU, whatever the default device)."""
         t, s, r = self.translation, self.shear, self.rotation
-        return torch.tensor([-t, -t, -s, -s, self.scale_min, -r], dtype=torch.float32)
+        return torch.tensor([-t, -t, -s, -s, self.scale_min, -r], dtype=torch.float32, device="cpu")
 
     @property
     def high(self) -> torch.Tensor:
         """Upper bound of each of the six code entries."""
         t, s, r = self.translation, self.shear, self.rotation
-        return torch.tensor([t, t, s, s, self.scale_max, r], dtype=torch.float32)
+        return torch.tensor([t, t, s, s, self.scale_max, r], dtype=torch.float32, device="cpu")
 
     def validate(self) -> None:
         """Reject boxes that make the affine map singular or empty."""
