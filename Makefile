@@ -8,7 +8,7 @@ SNAKEMAKE_ARGS ?=
 # Another config on top of config/config.yaml, e.g. CONFIG=config/fonts.yaml (FONTS alone).
 CONFIG ?=
 
-.PHONY: run test lint mutation clean fashion-data
+.PHONY: run test lint mutation golden clean fashion-data
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=python3.11)")'
@@ -37,6 +37,11 @@ $(VENV)/.mutation-stamp: $(STAMP)
 
 mutation: $(VENV)/.mutation-stamp fashion-data
 	$(BIN)/python scripts/mutation.py $(MODULES)
+
+# Rewrite the report text the claims tests compare word for word (tests/golden/), after an intended change of
+# wording or of a statistic; read `git diff tests/golden` before committing it.
+golden: $(STAMP)
+	UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q -rs tests/test_claims.py -k golden
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

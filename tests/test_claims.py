@@ -354,3 +354,250 @@ def test_a_check_beyond_the_paper_never_fails_a_claim() -> None:
 
 def test_paper_scale_is_not_called_quick() -> None:
     assert "quick" not in C.scale_note("paper") and "quick scale" in C.scale_note("quick")
+
+
+# --- The report's text, pinned -----------------------------------------------------------------------------------
+# claims.md, claims.json and the report's front page are what a reader sees, so their text is compared word for
+# word with files under tests/golden/, written from two synthetic runs. After an intended change of wording or of
+# a statistic, rewrite them with `make golden`, and read the diff before committing it.
+
+GOLDEN = ROOT / "tests" / "golden"
+
+
+def golden_run(tmp_path: Path, full: bool) -> dict[str, str]:
+    """The three report files of a synthetic run: `full` runs FONTS (true manifold, one seed without successful
+    examples) and Fashion-MNIST (approximated manifold, saturated PGD success, an on-manifold learned column),
+    leaves EMNIST out and judges the paper's own numbers; the other run has one seed of FONTS, decided on the mean."""
+    from manifold_robustness import paper
+
+    seeds = (0, 1, 2) if full else (0,)
+    if full:
+        fashion = synthetic_table("fashion")
+        fashion["pgd_success"] = np.where(fashion["mode"] == "adversarial", fashion["pgd_success"], 1.0)
+        fashion["onmanifold_learned_success"] = 0.5 * fashion["onmanifold_success"]
+        df = pd.concat([synthetic_table("fonts"), fashion], ignore_index=True)
+        cfg = workflow_config()
+        cfg["datasets"] = ["fonts", "fashion"]
+    else:
+        df = synthetic_table("fonts", seeds=seeds)
+        cfg = workflow_config(decide_on="mean")
+        cfg["scale"], cfg["classifiers"]["seeds"] = "paper", list(seeds)
+    distances = {"fonts": summaries(tmp_path, np.array([3.0, 4.0, 0.05]), np.array([0.01, 0.02]), seeds=seeds)}
+    if full:
+        empty = distance_file(tmp_path / "none.h5", np.array([]), np.array([0.5]))
+        distances["fonts"][3] = C.distance_summary(empty, cfg["claims"]["offmanifold_distance"])
+        (tmp_path / "fashion").mkdir()
+        distances["fashion"] = summaries(tmp_path / "fashion", np.array([6.0, 7.0]), np.array([3.0, 2.0]),
+                                         "local linear")
+    checks = C.judge(df, distances, cfg, "results/tables/metrics.csv")
+    calibration = []
+    if full:
+        ref = paper.read_reference(ROOT / "reference" / "paper" / "paper_reference.csv")
+        ref_distances = paper.read_paper_distances(ROOT / "reference" / "paper" / "paper_distances_and_resnet.csv")
+        calibration = paper.calibrate(ref, ref_distances, cfg)
+        paper.attach_paper_values(checks, calibration, paper.calibrate(ref, ref_distances, cfg, list(N_GRID)))
+    doc = C.write_claims(checks, cfg, tmp_path / "claims.json", tmp_path / "claims.md",
+                         ["## Appendix", "", "one appendix line"] if full else [], calibration)
+    summary = pd.DataFrame([dict(figure="Fig. 3", dataset="fonts", values=12, median_abs_difference=0.0123,
+                                 max_abs_difference=0.2, median_difference=-0.004)]) if full else None
+    settings = [dict(setting="epochs", paper="100", run="3", as_paper=False),
+                dict(setting="eps", paper="0.3", run="0.3", as_paper=True)][0 if full else 1:]
+    files = {"claims.md": (tmp_path / "claims.md").read_text(), "claims.json": (tmp_path / "claims.json").read_text(),
+             "front_page.rst": C.front_page_rst(doc, summary, settings)}
+    # Sources are files of this test's temporary folder: named without it.
+    return {name: text.replace(str(tmp_path), "<tmp>") for name, text in files.items()}
+
+
+def sparse_run(tmp_path: Path) -> dict[str, str]:
+    """The report files of a run with gaps: FONTS with a seed of too few models, one with a single adversarial N,
+    one where adversarial training never reaches normal training's error and one where it already does at the
+    smallest N, and its first seed without successful examples; EMNIST with normal training only, some
+    on-manifold success undefined and no distances file; Fashion-MNIST without normal training."""
+    fonts = synthetic_table("fonts", seeds=(0, 1, 2, 3))
+    seed, mode, n = fonts["seed"], fonts["mode"], fonts["n_train"]
+    fonts = fonts[~((seed == 0) & (n > 500)) & ~((seed == 1) & (mode == "adversarial") & (n > 250))].copy()
+    fonts.loc[(fonts["seed"] == 2) & (fonts["mode"] == "adversarial"), "test_error"] += 1.0
+    fonts.loc[(fonts["seed"] == 3) & (fonts["mode"] == "adversarial"), "test_error"] = 0.001
+    emnist = synthetic_table("emnist", seeds=(0, 1))
+    emnist = emnist[emnist["mode"] == "normal"].copy()
+    emnist.loc[emnist["n_train"] == max(N_GRID), "onmanifold_success"] = np.nan
+    fashion = synthetic_table("fashion", seeds=(0, 1))
+    df = pd.concat([fonts, emnist, fashion[fashion["mode"] != "normal"]], ignore_index=True)
+    cfg = workflow_config()
+    cfg["datasets"], cfg["classifiers"]["seeds"] = ["fonts", "emnist", "fashion"], [0, 1, 2, 3]
+    floor = cfg["claims"]["offmanifold_distance"]
+    distances = {"fonts": {0: C.distance_summary(distance_file(tmp_path / "none.h5", np.array([]), np.array([])),
+                                                 floor),
+                           **summaries(tmp_path, np.array([3.0, 4.0]), np.array([0.01]), seeds=(1, 2, 3))}}
+    (tmp_path / "fashion").mkdir()
+    distances["fashion"] = {0: C.distance_summary(distance_file(tmp_path / "fashion" / "none.h5", np.array([5.0]),
+                                                                np.array([]), "local linear"), floor),
+                            **summaries(tmp_path / "fashion", np.array([6.0, 7.0]), np.array([0.3, 0.2]),
+                                        "local linear", seeds=(1, 2))}
+    checks = C.judge(df, distances, cfg, "results/tables/metrics.csv")
+    C.write_claims(checks, cfg, tmp_path / "claims.json", tmp_path / "claims.md")
+    return {name: (tmp_path / name).read_text().replace(str(tmp_path), "<tmp>")
+            for name in ("claims.md", "claims.json")}
+
+
+@pytest.mark.parametrize("run", ["two-datasets", "one-seed", "sparse"])
+def test_report_text_is_word_for_word_the_golden_files(tmp_path: Path, run: str) -> None:
+    import os
+
+    folder = GOLDEN / run
+    files = sparse_run(tmp_path) if run == "sparse" else golden_run(tmp_path, run == "two-datasets")
+    if os.environ.get("UPDATE_GOLDEN"):
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (folder / name).write_text(text)
+        pytest.skip(f"wrote {folder}: read the diff before committing it")
+    for name, text in files.items():
+        assert text == (folder / name).read_text(), f"{folder / name} differs: `make golden` rewrites it"
+
+
+# --- Boundaries and inputs of the statistics --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ci, verdict", [
+    ((-0.25, 0.25), C.PASS),  # the interval's ends on the thresholds: inside
+    ((0.25, 0.4), C.INCONCLUSIVE),  # touches +t from above: not wholly outside
+    ((-0.4, -0.25), C.INCONCLUSIVE),  # touches -t from below
+    ((0.2500001, 0.4), C.FAIL),
+    ((-0.4, -0.2500001), C.FAIL),
+])
+def test_within_under_ci_at_the_thresholds(monkeypatch, ci: tuple[float, float], verdict: str) -> None:
+    """The interval is given exactly (the t interval is replaced) to set its ends on the thresholds ±t."""
+    monkeypatch.setattr(C, "mean_ci", lambda values, confidence: (sum(ci) / 2, ci))
+    check = C.Check(4, "fonts", "slope", "", "within", 0.25, per_seed={0: 0.0, 1: 0.0})
+    assert C.decide(check, 0.95, "ci").verdict == verdict
+
+
+def test_decide_adds_its_reasons_to_the_checks_own() -> None:
+    saturated = C.Check(4, "fonts", "x", "", ">=", 1.0, per_seed={0: 2.0, 1: 2.1}, reason="seed 2: none",
+                        undecidable="saturated")
+    assert C.decide(saturated, 0.95, "ci").reason == "seed 2: none; saturated"
+    single = C.Check(4, "fonts", "x", "", ">=", 1.0, per_seed={0: 2.0}, reason="seed 1: none")
+    assert C.decide(single, 0.95, "ci").reason == "seed 1: none; one seed gives no confidence interval"
+    undefined = C.Check(4, "fonts", "x", "", ">=", 1.0, per_seed={0: math.nan, 1: math.nan})
+    assert C.decide(undefined, 0.95, "ci").reason == "undefined (NaN) on every seed"
+
+
+def test_mean_ci_of_integers_is_that_of_floats() -> None:
+    assert C.mean_ci([1, 2, 4], 0.9) == C.mean_ci([1.0, 2.0, 4.0], 0.9)
+
+
+def test_matching_n_at_the_smallest_ns_error_is_the_smallest_n() -> None:
+    n, err = np.array([1000, 2000, 4000]), np.array([0.4, 0.3, 0.2])
+    assert C.matching_n(n, err, 0.4) == (1000.0, "below")
+    assert C.matching_n(n, err, 0.2) == (pytest.approx(4000.0), "exact")
+
+
+def test_saturation_includes_the_level_itself() -> None:
+    df = synthetic_table()
+    df.loc[df["mode"] == "normal", "pgd_success"] = 0.99
+    assert C._saturated(df, "fonts", "pgd_success", 0.99).startswith("saturated: every normally trained model")
+    df.loc[df.index[df["mode"] == "normal"][0], "pgd_success"] = 0.98
+    assert C._saturated(df, "fonts", "pgd_success", 0.99) == ""
+
+
+def test_statistics_ignore_other_datasets_and_unrelated_missing_columns() -> None:
+    """Rows of another dataset and a column that is NaN everywhere (the learned manifold's, where none was
+    trained) change no statistic; at least 3 models per seed with 2 distinct values are enough to rank, and 2 test
+    errors to fit a slope."""
+    df = synthetic_table()
+    other = synthetic_table("emnist").assign(test_error=0.5, pgd_success=0.0, onmanifold_success=0.9)
+    noisy = pd.concat([df, other], ignore_index=True).assign(onmanifold_learned_success=np.nan)
+    modes = ("normal", "onmanifold_true", "transformation")
+    for table in (df, noisy):
+        rank = C.rank_correlation_check(table, "fonts", "onmanifold_success", modes, 0.5, "t.csv")
+        assert rank.per_seed == {0: 1.0, 1: 1.0, 2: 1.0} and rank.reference == {"models_per_seed": 18}
+        assert C.success_change(table, "fonts", "normal", "pgd_success") == pytest.approx({0: 0, 1: 0, 2: 0})
+    few = df[(df["mode"] == "normal") & df["n_train"].isin([250, 500, 1000])].copy()
+    few.loc[few["n_train"] == 1000, ["onmanifold_success", "test_error"]] = few.loc[
+        few["n_train"] == 500, ["onmanifold_success", "test_error"]].to_numpy()
+    rank = C.rank_correlation_check(few, "fonts", "onmanifold_success", modes, 0.5, "t.csv")
+    assert rank.per_seed == {0: pytest.approx(1.0), 1: pytest.approx(1.0), 2: pytest.approx(1.0)}
+    two = df[(df["mode"] == "normal") & df["n_train"].isin([250, 500])]
+    assert set(C.success_change(two, "fonts", "normal", "pgd_success")) == {0, 1, 2}
+
+
+def test_rank_correlation_skips_seeds_with_too_few_models_and_says_which() -> None:
+    df = synthetic_table()
+    modes = ("normal", "onmanifold_true", "transformation")
+    short = df[~((df["seed"] == 0) & ((df["mode"] != "normal") | (df["n_train"] > 500)))]  # seed 0: 2 models
+    flat = short.copy()
+    flat.loc[flat["seed"] == 1, "onmanifold_success"] = 0.3  # seed 1: no spread in success
+    check = C.rank_correlation_check(flat, "fonts", "onmanifold_success", modes, 0.5, "t.csv")
+    assert math.isnan(check.per_seed[0]) and math.isnan(check.per_seed[1]) and check.per_seed[2] == 1.0
+    assert check.reason == ("seed 0: fewer than 3 models or no spread to rank; "
+                            "seed 1: fewer than 3 models or no spread to rank")
+    flat.loc[flat["seed"] == 1, "onmanifold_success"] = df.loc[df["seed"] == 1, "onmanifold_success"]
+    flat.loc[flat["seed"] == 1, "test_error"] = 0.1  # no spread in test error
+    assert math.isnan(C.rank_correlation_check(flat, "fonts", "onmanifold_success", modes, 0.5, "t").per_seed[1])
+    none = C.rank_correlation_check(df, "fonts", "onmanifold_success", ("onmanifold_learned",), 0.5, "t.csv")
+    assert none.per_seed == {} and none.reason == "no model of the modes onmanifold_learned"
+    assert none.reference == {"models_per_seed": 0} and "(modes: none; every N)" in none.description
+
+
+def test_sample_complexity_needs_both_modes_of_a_seed_and_two_adversarial_ns() -> None:
+    cfg = workflow_config()["claims"]
+    df = synthetic_table(seeds=(0, 1, 2))
+    df = df[~((df["seed"] == 2) & (df["mode"] == "adversarial"))]  # seed 2: normal training only
+    df = df[~((df["seed"] == 0) & (df["mode"] == "adversarial") & ~df["n_train"].isin([4000, 8000]))]
+    check = C.sample_complexity_check(df, "fonts", cfg, "t.csv")
+    assert check.per_seed == {0: pytest.approx(2.0), 1: pytest.approx(2.0)}  # seed 0 from its two N
+    assert check.reference["kind_per_seed"] == {0: "exact", 1: "exact"}
+
+
+@pytest.mark.parametrize("n_at, resolved", [(1000.0, True), (999.0, False)])
+def test_sample_complexity_is_resolved_from_the_middle_of_the_grid_in_log_n(monkeypatch, n_at: float,
+                                                                            resolved: bool) -> None:
+    """The middle of the grid 250 ... 4000 in log N is 1000: a factor measured there is resolved, below it not."""
+    df = synthetic_table(seeds=(0,))
+    df = df[df["n_train"].isin([250, 1000, 4000])]
+    monkeypatch.setattr(C, "sample_complexity_detail", lambda normal, adversarial: (2.0, "exact", n_at, 2.0))
+    check = C.sample_complexity_check(df, "fonts", workflow_config()["claims"], "t.csv")
+    assert (check.undecidable == "") == resolved
+    wide = C.sample_complexity_check(df, "fonts", workflow_config(sample_complexity_resolution=1.9)["claims"], "t")
+    assert wide.undecidable.startswith("grid too coarse")  # 2x apart, more than 1.9x
+
+
+def test_sample_complexity_detail_reports_where_it_measured() -> None:
+    df = synthetic_table(seeds=(0,))
+    normal, adversarial = df[df["mode"] == "normal"], df[df["mode"] == "adversarial"]
+    assert C.sample_complexity_detail(normal, adversarial) == (pytest.approx(2.0), "exact", 4000, 2.0)
+    never = adversarial.assign(test_error=0.9)
+    assert C.sample_complexity_detail(normal, never) == (pytest.approx(32.0), "lower bound", 250, math.inf)
+    always = adversarial.assign(test_error=0.001)
+    assert C.sample_complexity_detail(normal, always) == (pytest.approx(250 / 8000), "upper bound", 8000, math.inf)
+
+
+def test_distance_summary_thresholds_and_optional_clean_distances(tmp_path: Path) -> None:
+    """A distance equal to the threshold is not off the manifold; a file without clean distances has none."""
+    path = distance_file(tmp_path / "d.h5", np.array([0.1, 0.3]), np.array([0.01]))
+    with h5py.File(path, "a") as h5:
+        del h5["pgd/distance_clean"]
+    summary = C.distance_summary(path, 0.1)
+    assert summary["regular_share_off"] == 0.5 and math.isnan(summary["clean_median"])
+    assert summary["source"] == path and summary["n_onmanifold"] == 1
+
+
+def test_claim_1_measures_one_example_and_needs_no_onmanifold_success_on_a_true_manifold(tmp_path: Path) -> None:
+    cfg = workflow_config()["claims"]
+    one = {0: C.distance_summary(distance_file(tmp_path / "a.h5", np.array([3.0]), np.array([])), 0.1)}
+    check = C.offmanifold_check("fonts", one, cfg)
+    assert check.per_seed == {0: 1.0} and check.reason == "" and check.reference["manifold"] == "true"
+    local = {0: C.distance_summary(distance_file(tmp_path / "b.h5", np.array([3.0]), np.array([]), "local"), 0.1),
+             1: C.distance_summary(distance_file(tmp_path / "c.h5", np.array([3.0]), np.array([0.5]), "local"), 0.1)}
+    check = C.offmanifold_check("emnist", local, cfg)
+    assert math.isnan(check.per_seed[0]) and check.per_seed[1] == pytest.approx(6.0)
+    assert check.reason == "seed 0: no successful example to measure" and check.sources == [s["source"] for s in
+                                                                                            local.values()]
+
+
+def test_claim_2_on_the_learned_column_reports_no_learned_mean_of_itself() -> None:
+    df = synthetic_table().assign(onmanifold_learned_success=0.2)
+    learned = C.onmanifold_exists_check(df, "fonts", "onmanifold_learned_success", 0.1, "t.csv")
+    assert set(learned.reference) == {"n_train", "manifold"}
+    true = C.onmanifold_exists_check(df, "fonts", "onmanifold_success", 0.1, "t.csv")
+    assert true.reference["mean_onmanifold_learned_success"] == pytest.approx(0.2)

@@ -92,6 +92,8 @@ def decide(check: Check, confidence: float, decide_on: str) -> Check:
     if not values:
         # Nothing measured: the models or files were not made (NOT RUN); measured but undefined: INCONCLUSIVE.
         check.verdict = INCONCLUSIVE if check.per_seed else NOT_RUN
+        if check.per_seed:
+            check.reason = _join(check.reason, "undefined (NaN) on every seed")
         return check
     passes = _OPS[check.op]
     check.verdict = PASS if passes(check.mean, check.threshold) else FAIL
@@ -494,7 +496,8 @@ def _fmt(v: float | None, digits: int = 3) -> str:
 def _threshold_text(ch: Check) -> str:
     if not np.isfinite(ch.threshold):
         return "–"
-    return f"|x| ≤ {_fmt(ch.threshold)}" if ch.op == "within" else f"{ch.op} {_fmt(ch.threshold)}"
+    # "within ±t" rather than "|x| <= t": a bar would split the Markdown table's cell.
+    return f"within ±{_fmt(ch.threshold)}" if ch.op == "within" else f"{ch.op} {_fmt(ch.threshold)}"
 
 
 def claims_markdown(doc: dict, checks: Sequence[Check], appendix: Sequence[str] = ()) -> str:
