@@ -1,12 +1,17 @@
 """Mutation testing of the core modules with mutmut, each module against its own test files.
 
-    python scripts/mutation.py [MODULE ...] [--jobs N] [--keep]
+    python scripts/mutation.py [MODULE ...] [--jobs N] [--keep] [--check-equivalents]
 
 `tests/mutation.toml` names the modules, their test files and the mutants judged equivalent (each with a
 one-line reason). Every module runs in its own folder under build/mutation/ with a mutmut config written
 there, so its mutants meet only its own tests. The report (build/mutation/report.md, also printed) counts
 mutants per module as killed, timed out, equivalent and surviving, and lists every survivor with its diff.
 The exit status is 1 when any survivor is left unexplained, so the command can fail.
+
+The mutants are generated first and matched against the equivalence entries that name the mutation itself (its
+mutated or dropped text); those are not run, since an equivalent mutant survives by definition and costs its whole
+covering test set. Entries naming only an original line are applied to survivors after the run.
+`--check-equivalents` runs every mutant, and the report then lists every entry whose mutant a test now kills.
 
 mutmut runs its workers from a fork server (process_isolation = "forkserver"): forking straight from a
 process that has run torch code hangs the children in torch's thread pool.
@@ -46,6 +51,13 @@ class Equivalent:
     mutant: str = ""  # in the mutated line(s)
     dropped: str = ""  # in the original line(s) and gone from the mutated ones
     matched: int = 0
+
+    @property
+    def precise(self) -> bool:
+        """Names the mutation itself (its mutated or dropped text), not only the line: then it can be trusted
+        before the run. An entry naming only the original line claims every mutant of that line, and is applied
+        to survivors only, so a mutant of the line that a test can kill is still run."""
+        return bool(self.mutant or self.dropped)
 
     def matches(self, module: str, function: str, removed: str, added: str) -> bool:
         return (self.module == module and self.function in (function, "*")
@@ -122,6 +134,30 @@ def run_mutmut(folder: Path, jobs: int, names: list[str] = ()) -> None:
     if done.returncode != 0:
         tail = (folder / "mutmut.log").read_text(errors="replace").replace("\r", "\n").splitlines()[-25:]
         raise SystemExit(f"mutmut failed in {folder} (exit {done.returncode}); its log ends:\n" + "\n".join(tail))
+
+
+# mutmut's own first step of `mutmut run` (3.8.1), without the test run that follows it: the mutants are
+# written under mutants/ so that their diffs can be matched against the equivalence entries before any is run.
+GENERATE = """
+import os
+from mutmut.__main__ import create_mutants, store_lines_covered_by_tests
+from mutmut.mutation.trampoline import set_mutant_under_test
+from mutmut.utils.file_utils import copy_also_copy_files, copy_src_dir, setup_source_paths
+set_mutant_under_test("mutant_generation")
+os.makedirs("mutants", exist_ok=True)
+copy_src_dir()
+copy_also_copy_files()
+setup_source_paths()
+store_lines_covered_by_tests()
+create_mutants({jobs})
+"""
+
+
+def generate_mutants(folder: Path, jobs: int) -> None:
+    done = subprocess.run([sys.executable, "-c", GENERATE.format(jobs=jobs)], cwd=folder, capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"generating the mutants in {folder} failed:\n{done.stdout}{done.stderr}")
 
 
 def function_of(name: str) -> str:
@@ -221,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="reuse build/mutation/<module>: only functions whose code changed are mutated again")
     parser.add_argument("--survivors", action="store_true",
                         help="with --keep: test again only the unexplained survivors of the last run (after new tests)")
+    parser.add_argument("--check-equivalents", action="store_true",
+                        help="run the mutants the equivalence entries explain too, to find entries a test now kills")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: report what build/mutation/<module> holds (after an interrupted run)")
     args = parser.parse_args(argv)
@@ -238,14 +276,22 @@ def main(argv: list[str] | None = None) -> int:
         start = time.monotonic()
         print(f"mutating {module} against {', '.join(modules[module])} ...", flush=True)
         folder = prepare(module, modules[module], args.keep)
-        names = []
         if args.survivors:  # the unexplained ones: equivalent mutants would only survive again
             if not (folder / "mutants").exists():
                 raise SystemExit(f"{folder} holds no earlier run of {module}; run it once without --survivors")
             kept = collect(folder, module)
             classify(kept, equivalents)
             names = [m.name for m in kept if m.unexplained]
-        if not args.survivors or names:
+        elif args.check_equivalents:
+            names = None  # every mutant without a result, as mutmut chooses
+        else:  # every mutant without a result that no equivalence entry explains
+            generate_mutants(folder, args.jobs)
+            pending = [m for m in collect(folder, module) if m.status == "not checked"]
+            classify(pending, [e for e in equivalents if e.precise])
+            names = [m.name for m in pending if m.equivalent is None]
+        if names is None:
+            run_mutmut(folder, args.jobs)
+        elif names:
             run_mutmut(folder, args.jobs, names)
         results[module] = collect(folder, module)
         seconds[module] = time.monotonic() - start

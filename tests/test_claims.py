@@ -601,3 +601,50 @@ def test_claim_2_on_the_learned_column_reports_no_learned_mean_of_itself() -> No
     assert set(learned.reference) == {"n_train", "manifold"}
     true = C.onmanifold_exists_check(df, "fonts", "onmanifold_success", 0.1, "t.csv")
     assert true.reference["mean_onmanifold_learned_success"] == pytest.approx(0.2)
+
+
+def test_numbers_switch_to_significant_digits_from_10() -> None:
+    assert [C._fmt(v) for v in (9.5, 10.0, 10.5, 123.4, -0.25)] == ["9.500", "10", "10.5", "123", "-0.250"]
+    assert C._fmt(None) == C._fmt(math.nan) == "–"
+
+
+def test_json_safe_reaches_into_lists_and_tuples() -> None:
+    assert C._json_safe({1: [1.0, math.nan, (2, math.inf)]}) == {"1": [1.0, None, [2, None]]}
+
+
+def test_empty_inputs_give_nan_without_numpy_warnings(tmp_path: Path) -> None:
+    """No successful example, or no finite value, is NaN by rule, not by numpy's mean of nothing."""
+    import warnings
+
+    path = distance_file(tmp_path / "d.h5", np.array([]), np.array([]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        summary = C.distance_summary(path, 0.1)
+        assert math.isnan(C._nanmean([math.nan, math.inf]))
+    assert all(math.isnan(summary[k]) for k in ("regular_median", "onmanifold_median", "clean_median",
+                                                "regular_share_off", "over_perturbation_median"))
+
+
+def test_a_dataset_not_run_has_no_threshold_and_says_why() -> None:
+    checks = C._not_run("emnist", "dataset not in this run's config")
+    assert [C._threshold_text(ch) for ch in checks] == ["–"] * 4
+    assert C._why(C.Check(1, "emnist", "x", "", ">=", 1.0, verdict=C.NOT_RUN)) == "not measured"
+    assert C._why(checks[0]) == "dataset not in this run's config"
+
+
+def test_reasons_accumulate_over_seeds_and_rules(tmp_path: Path) -> None:
+    local = {s: C.distance_summary(distance_file(tmp_path / f"{s}.h5", np.array([3.0]), np.array([]), "local"), 0.1)
+             for s in (0, 1)}
+    check = C.offmanifold_check("emnist", local, workflow_config()["claims"])
+    assert check.reason == "seed 0: no successful example to measure; seed 1: no successful example to measure"
+    assert C.decide(check, 0.95, "ci").reason == (
+        "seed 0: no successful example to measure; seed 1: no successful example to measure; "
+        "undefined (NaN) on every seed")
+    modes = ("onmanifold_learned", "transformation")
+    none = C.rank_correlation_check(synthetic_table(), "emnist", "onmanifold_success", modes, 0.5, "t.csv")
+    assert none.reason == "no model of the modes onmanifold_learned, transformation"
+
+
+def test_claim_2_without_a_manifold_column_names_none() -> None:
+    df = synthetic_table().drop(columns="onmanifold_manifold")
+    assert C.onmanifold_exists_check(df, "fonts", "onmanifold_success", 0.1, "t.csv").reference["manifold"] == ""
