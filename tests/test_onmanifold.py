@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from manifold_robustness.attacks import STARTS, AttackConfig, restart_noise, success_rates
+from manifold_robustness.attacks import STARTS, AttackConfig, AttackResult, restart_noise, success_rates, training_config
 from manifold_robustness.onmanifold import (
     ClassDecoders,
     clamped_shares,
@@ -20,6 +20,7 @@ from manifold_robustness.onmanifold import (
     learned_manifold_attack,
     transformation_adversary,
     transformation_attack,
+    transformation_box,
     true_manifold_adversary,
     true_manifold_attack,
 )
@@ -404,3 +405,144 @@ def test_latent_box_setting_reaches_the_attack_and_training_stages(tmp_path, fon
         made = adversary(trained_model, pos, labels, config(eps=0.0, steps=1, restarts=1, early_stop=False))
         torch.testing.assert_close(made, dec.decode(center, labels))
     assert np.isnan(metrics_row(metrics, {})["onmanifold_learned_clamped_share"])
+
+
+def test_clamped_shares_of_no_latents_are_undefined():
+    shares = clamped_shares(torch.empty(0, 10), 2.0)
+    assert set(shares) == {"clamped_latent_share", "clamped_coordinate_share"}
+    assert all(v != v for v in shares.values())  # NaN
+
+
+def test_latent_box_keeps_each_of_three_classes_apart():
+    """With three classes a box computed from the wrong rows shows (with two, the other class is the right one)."""
+    latents = torch.tensor([[0.0], [1.0], [5.0], [6.0], [-3.0], [-2.0]])
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    low, high = latent_box(latents, labels, "data_range", 2.0)
+    assert low.squeeze(1).tolist() == [0.0, 0.0, 5.0, 5.0, -3.0, -3.0]
+    assert high.squeeze(1).tolist() == [1.0, 1.0, 6.0, 6.0, -2.0, -2.0]
+
+
+def test_class_decoders_are_frozen(decoders):
+    assert not any(p.requires_grad for p in decoders.parameters())
+
+
+def test_clipped_box_takes_its_bounds_to_the_center():
+    """float32 bounds around a float64 center on another device (`meta`): the box is the center's."""
+    center = torch.tensor([[0.5, 3.0], [-3.0, 0.0]], dtype=torch.float64)
+    low, high = torch.tensor([-1.0, -1.0]), torch.tensor([1.0, 2.0])
+    c, lo, hi = clipped_box(center, 0.3, low, high)
+    assert c.dtype == lo.dtype == hi.dtype == torch.float64
+    assert c.tolist() == [[0.5, 2.0], [-1.0, 0.0]]
+    assert lo.tolist() == [[0.2, 1.7], [-1.0, -0.3]] and hi.tolist() == [[0.8, 2.0], [-0.7, 0.3]]
+    on_meta = clipped_box(center.to("meta"), 0.3, low, high)
+    assert {t.device.type for t in on_meta} == {"meta"}
+
+
+def restarts_result(variables: torch.Tensor, loss: torch.Tensor) -> AttackResult:
+    n, r = loss.shape
+    return AttackResult(labels=torch.zeros(n, dtype=torch.long), clean_pred=torch.zeros(n, dtype=torch.long),
+                        variables=variables, success=torch.zeros(n, r, dtype=torch.bool), loss=loss,
+                        pred=torch.zeros(n, r, dtype=torch.long), steps_to_success=torch.full((n, r), -1))
+
+
+def test_decoded_images_of_one_restart_or_of_the_best():
+    """Restart 1 has the higher loss: the best restart's images are restart 1's, restart 0's are its own; rows are
+    the examples' positions, passed in batches, and no example gives an empty (0, 1, 28, 28) batch."""
+    variables = torch.arange(5 * 2 * 3, dtype=torch.float32).view(5, 2, 3)
+    result = restarts_result(variables, torch.tensor([[0.0, 1.0]]).expand(5, 2))
+    seen = []
+
+    def decode(v: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        seen.append(rows.tolist())
+        return (v.sum(1) + 100 * rows).view(-1, 1, 1, 1).expand(-1, 1, 28, 28)
+
+    best = decoded_images(result, decode, batch_size=2)
+    first = decoded_images(result, decode, restart=0)
+    assert best[:, 0, 0, 0].tolist() == [(variables[i, 1].sum() + 100 * i).item() for i in range(5)]
+    assert first[:, 0, 0, 0].tolist() == [(variables[i, 0].sum() + 100 * i).item() for i in range(5)]
+    assert seen == [[0, 1], [2, 3], [4], [0, 1, 2, 3, 4]]
+    with torch.device("meta"):  # the rows are made on the variables' device, not the default one
+        assert torch.equal(decoded_images(result, decode, restart=0), first)
+    empty = decoded_images(restarts_result(variables[:0], torch.zeros(0, 2)), decode)
+    assert empty.shape == (0, 1, 28, 28)
+
+
+def test_transformation_box_admits_ranges_whose_edge_is_the_identity():
+    from manifold_robustness.transformer import TransformRanges
+
+    tight = TransformRanges(translation=0.0, shear=0.1, scale_min=1.0, scale_max=1.0, rotation=0.2)
+    center, lo, hi = transformation_box(3, 0.3, tight, torch.device("cpu"))
+    identity = torch.tensor(IDENTITY_CODE).expand(3, 6)
+    assert torch.equal(center, identity)
+    assert torch.equal(lo[:, [0, 1, 4]], identity[:, [0, 1, 4]]) and torch.equal(hi[:, [0, 1, 4]],
+                                                                                 identity[:, [0, 1, 4]])
+    on_meta = transformation_box(3, 0.3, tight, torch.device("meta"))
+    assert {t.device.type for t in on_meta} == {"meta"}
+
+
+@pytest.mark.parametrize("attack", ["true", "learned", "transformation"])
+def test_on_manifold_attacks_create_nothing_on_the_default_device(trained_model, test_set, decoders, attack):
+    """With the default device set to `meta`, a tensor made without the inputs' device breaks the result."""
+    s = {k: v[:12] if k != "glyphs" else v for k, v in test_set.items()}
+    cfg = config(steps=3)
+
+    def run():
+        if attack == "true":
+            result, _ = true_attack(trained_model, s, cfg)
+        elif attack == "learned":
+            latents = decoders.encode_mean(s["images"], s["labels"])
+            result, _ = learned_manifold_attack(trained_model, decoders, latents, s["labels"], cfg, s["rows"])
+        else:
+            result, _ = transformation_attack(trained_model, s["images"], s["labels"], RANGES, cfg, s["rows"])
+        return result
+
+    want = run()
+    with torch.device("meta"):
+        got = run()
+    for name in ("variables", "success", "loss", "pred", "clean_pred"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+
+
+@pytest.mark.parametrize("mode", ["true", "learned", "transformation"])
+def test_adversaries_key_each_start_to_the_training_position(train_tensors, fonts_data, glyph_bank, decoders,
+                                                             trained_model, mode):
+    """A training image's adversarial example does not depend on the batch it is drawn in: its random start is
+    keyed by its position in the training set, so positions 7, 3, 12 alone give the rows of a batch 0..15."""
+    images, labels = train_tensors
+    d = fonts_data["train"]
+    if mode == "true":
+        adversary = true_manifold_adversary(torch.from_numpy(glyph_bank[0]).float(), torch.from_numpy(d["font"]),
+                                            torch.from_numpy(d["codes"]), RANGES)
+    elif mode == "learned":
+        adversary = learned_manifold_adversary(decoders, decoders.encode_mean(images[:16], labels[:16]))
+    else:
+        adversary = transformation_adversary(images, RANGES)
+    cfg = training_config(config(steps=3))
+    pos = torch.tensor([7, 3, 12])
+    batch = adversary(trained_model, torch.arange(16), labels[:16], cfg)
+    alone = adversary(trained_model, pos, labels[pos], cfg)
+    torch.testing.assert_close(alone, batch[pos], atol=1e-5, rtol=0)
+    assert not torch.allclose(alone, batch[:3], atol=1e-3)  # the positions, not the rows, key the starts
+
+
+class OnTheGrid(torch.nn.Module):
+    """Class 0 for images whose every pixel is a multiple of 1/255 exactly, else class 1; the zero term gives the
+    logits a gradient (of 0) for the attack."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        on_grid = ((x * 255).round() == x * 255).flatten(1).all(1).float()
+        logits = torch.zeros(len(x), 10, dtype=x.dtype)
+        logits[:, 0], logits[:, 1] = on_grid, 1 - on_grid
+        return logits + 0 * x.flatten(1).sum(1, keepdim=True)
+
+
+def test_transformation_attack_predicts_on_the_images_themselves(test_set):
+    """The clean point is the image itself: resampled at the identity it differs by round-off (about 3e-6), which
+    this model tells apart."""
+    images = (test_set["images"][:8] * 255).round() / 255
+    labels = torch.zeros(8, dtype=torch.long)
+    model = OnTheGrid()
+    resampled = transform(images, torch.tensor(IDENTITY_CODE).expand(8, 6))
+    assert (model(images).argmax(1) == 0).all() and (model(resampled).argmax(1) == 1).any()
+    result, _ = transformation_attack(model, images, labels, RANGES, config(steps=1, restarts=1))
+    assert torch.equal(result.clean_pred, labels)

@@ -146,7 +146,7 @@ def learned_manifold_attack(model: nn.Module, decoders: ClassDecoders, latents: 
     broadcastable to `latents` (see `latent_box`); None is the prior's box [-bound, bound]^d. The latents are
     clipped into the box first."""
     if box is None:
-        bound = torch.tensor(decoders.bound)
+        bound = torch.tensor(decoders.bound, device=latents.device)
         box = (-bound, bound)
     center, lo, hi = clipped_box(latents, cfg.eps, *box)
 
@@ -159,10 +159,10 @@ def learned_manifold_attack(model: nn.Module, decoders: ClassDecoders, latents: 
 def transformation_box(n: int, eps: float, ranges: TransformRanges,
                        device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The eta-box around the identity transformation, intersected with the admissible ranges."""
-    identity = torch.tensor(IDENTITY_CODE, device=device).expand(n, 6)
-    if ((identity[0] < ranges.low.to(device)) | (identity[0] > ranges.high.to(device))).any():
+    identity = torch.tensor(IDENTITY_CODE, device="cpu")  # checked where the ranges are
+    if ((identity < ranges.low) | (identity > ranges.high)).any():
         raise ValueError(f"transformation ranges {ranges} must contain the identity {IDENTITY_CODE}")
-    return clipped_box(identity, eps, ranges.low, ranges.high)
+    return clipped_box(identity.to(device).expand(n, 6), eps, ranges.low, ranges.high)
 
 
 def transformation_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ranges: TransformRanges,
