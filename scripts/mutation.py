@@ -282,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
             kept = collect(folder, module)
             classify(kept, equivalents)
             names = [m.name for m in kept if m.unexplained]
+            # mutmut maps functions to the tests that call them once, in its stats file, and keeps that map: a
+            # new test must be traced again before it can be chosen for the survivors it was written for.
+            (folder / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
         elif args.check_equivalents:
             names = None  # every mutant without a result, as mutmut chooses
         else:  # every mutant without a result that no equivalence entry explains
