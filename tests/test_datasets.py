@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import logging
 import socket
 import struct
@@ -554,3 +555,318 @@ def test_real_debian_files_pass_the_content_check(tmp_path, monkeypatch, caplog)
     datasets.check_archives("fashion", raw)
     assert not list(raw.glob("*.bad"))
     assert snapshot(datasets.DEBIAN_FASHION_FOLDER) == before
+
+
+# --- What a user reads: each error and log line, word for word -------------------------------------------------
+# Each scenario below ends in an error (or none) and log lines; their text, with this test's temporary folder
+# written <tmp>, is compared with tests/golden/datasets/<scenario>.txt. Archives are made deterministically (gzip
+# mtime 0, fixed zip dates) so that the md5s the messages name are the same on every run. `make golden` rewrites
+# the files after an intended change of wording; read the diff before committing it.
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "datasets"
+
+
+def fixed_gz(content: bytes) -> bytes:
+    return gzip.compress(content, compresslevel=9, mtime=0)
+
+
+def fixed_zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
+    return buf.getvalue()
+
+
+def fashion_files() -> dict[str, bytes]:
+    return raw_contents("fashion")[0]
+
+
+def changed(content: bytes) -> bytes:
+    return content[:-1] + bytes([content[-1] ^ 1])
+
+
+def scenario_fashion_bad_archives(root: Path, monkeypatch) -> None:
+    """train-images.gz absent; train-labels.gz of other content with a genuine file made from it (kept);
+    t10k-images.gz not gzip at all with a changed file made from it (moved); t10k-labels.gz recompressed (accepted)."""
+    files, raw = fashion_files(), datasets.raw_folder("fashion", root)
+    raw.mkdir(parents=True)
+    (raw / "train-labels-idx1-ubyte.gz").write_bytes(fixed_gz(b"other labels"))
+    (raw / "train-labels-idx1-ubyte").write_bytes(files["train-labels-idx1-ubyte"])
+    (raw / "t10k-images-idx3-ubyte.gz").write_bytes(b"not gzip")
+    (raw / "t10k-images-idx3-ubyte").write_bytes(changed(files["t10k-images-idx3-ubyte"]))
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(fixed_gz(files["t10k-labels-idx1-ubyte"]))
+    datasets.check_archives("fashion", raw)
+
+
+def scenario_emnist_bad_zip(root: Path, monkeypatch) -> None:
+    """A zip that is not one, with three files made from it: two genuine (were EMNIST's digests pinned, they would be
+    kept) and one changed (moved with it)."""
+    files, raw = raw_contents("emnist")[0], datasets.raw_folder("emnist", root)
+    monkeypatch.setitem(datasets.CONTENT_SHA256, "emnist", {f: sha256(c) for f, c in files.items()})
+    raw.mkdir(parents=True)
+    (raw / "gzip.zip").write_bytes(b"not a zip")
+    first, second, third, _ = datasets.needed_files("emnist")
+    (raw / first).write_bytes(files[first])
+    (raw / second).write_bytes(files[second])
+    (raw / third).write_bytes(changed(files[third]))
+    datasets.check_archives("emnist", raw)
+
+
+def scenario_fashion_changed_files(root: Path, monkeypatch) -> None:
+    """train-images absent; train-labels and t10k-labels changed beside genuine .gz (kept); t10k-images changed
+    beside a .gz of other content (moved too)."""
+    files, raw = fashion_files(), datasets.raw_folder("fashion", root)
+    raw.mkdir(parents=True)
+    for f, content in files.items():
+        if f != "train-images-idx3-ubyte":
+            (raw / f).write_bytes(content)
+    for f in ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / f).write_bytes(changed(files[f]))
+        (raw / f"{f}.gz").write_bytes(fixed_gz(files[f]))
+    (raw / "t10k-images-idx3-ubyte").write_bytes(changed(files["t10k-images-idx3-ubyte"]))
+    (raw / "t10k-images-idx3-ubyte.gz").write_bytes(fixed_gz(b"other images"))
+    datasets.verify_content("fashion", raw)
+
+
+def scenario_emnist_changed_file(root: Path, monkeypatch) -> None:
+    """Were EMNIST's digests pinned, a changed file would be named with the EMNIST fix."""
+    files, raw = raw_contents("emnist")[0], datasets.raw_folder("emnist", root)
+    monkeypatch.setitem(datasets.CONTENT_SHA256, "emnist", {f: sha256(c) for f, c in files.items()})
+    raw.mkdir(parents=True)
+    for f, content in files.items():
+        (raw / f).write_bytes(changed(content) if f == datasets.needed_files("emnist")[1] else content)
+    datasets.verify_content("emnist", raw)
+
+
+def scenario_fashion_offline_with_a_bad_system_file(root: Path, monkeypatch) -> None:
+    files = fashion_files()
+    write_system({**files, "t10k-labels-idx1-ubyte": b"other labels"})
+    datasets.prepare_raw("fashion", root, download=False)
+
+
+def scenario_fashion_from_debian(root: Path, monkeypatch) -> None:
+    monkeypatch.setattr(datasets, "DEBIAN_FASHION_FOLDER", datasets.FASHION_SYSTEM_FOLDERS[0])
+    write_system(fashion_files())
+    datasets.prepare_raw("fashion", root, download=False)
+
+
+def scenario_emnist_offline(root: Path, monkeypatch) -> None:
+    datasets.prepare_raw("emnist", root, download=False)
+
+
+def scenario_emnist_unreachable(root: Path, monkeypatch) -> None:
+    datasets.prepare_raw("emnist", root, download=True)
+
+
+def two_mirrors(monkeypatch) -> None:
+    monkeypatch.setattr(FashionMNIST, "mirrors", ["https://one.example/fashion/", "http://two.example:8080/f/"])
+
+
+def scenario_fashion_download_fails(root: Path, monkeypatch) -> None:
+    """The network answers but both mirrors fail; a corrupt system file was skipped before; the raw folder exists."""
+    import urllib.error
+
+    two_mirrors(monkeypatch)
+    monkeypatch.setattr(datasets, "reachable", lambda *a, **k: True)
+
+    def failing(url, root, filename, md5):
+        raise urllib.error.URLError(f"no route to {url.split('/')[2]}")
+
+    monkeypatch.setattr(datasets, "download_url", failing)
+    files = fashion_files()
+    write_system({**files, "train-images-idx3-ubyte": b"other images"})
+    datasets.raw_folder("fashion", root).mkdir(parents=True)
+    datasets.prepare_raw("fashion", root, download=True)
+
+
+def scenario_fashion_unreachable_with_two_mirrors_and_folders(root: Path, monkeypatch) -> None:
+    """Two mirrors on two hosts, two system folders, one of them with a corrupt file, the other empty."""
+    two_mirrors(monkeypatch)
+    monkeypatch.setattr(datasets, "FASHION_SYSTEM_FOLDERS", (*datasets.FASHION_SYSTEM_FOLDERS, root / "system2"))
+    write_system({"train-labels-idx1-ubyte": b"other labels"})
+    probes = []
+    monkeypatch.setattr(datasets, "reachable", lambda address: probes.append(address) or False)
+    try:
+        datasets.prepare_raw("fashion", root, download=True)
+    finally:
+        assert probes == [("one.example", 443), ("two.example", 8080)]
+
+
+def scenario_fashion_from_an_unpinned_system_folder(root: Path, monkeypatch) -> None:
+    """Without pinned digests the system files are taken unverified, and the log does not claim otherwise."""
+    monkeypatch.setitem(datasets.CONTENT_SHA256, "fashion", {})
+    write_system(fashion_files())
+    datasets.prepare_raw("fashion", root, download=False)
+
+
+def scenario_emnist_download_lacks_files(root: Path, monkeypatch) -> None:
+    """The downloaded zip verifies but holds another split only."""
+    payload = fixed_zip({"gzip/emnist-letters-train-images-idx3-ubyte.gz": fixed_gz(b"letters")})
+    monkeypatch.setattr(datasets, "reachable", lambda *a, **k: True)
+    monkeypatch.setattr(EMNIST, "md5", hashlib.md5(payload).hexdigest())
+    monkeypatch.setattr(datasets, "download_url", lambda url, root, filename, md5: (Path(root) / filename)
+                        .write_bytes(payload))
+    datasets.prepare_raw("emnist", root, download=True)
+
+
+def scenario_emnist_gz_in_the_gzip_folder(root: Path, monkeypatch) -> None:
+    files, raw = raw_contents("emnist")[0], datasets.raw_folder("emnist", root)
+    (raw / "gzip").mkdir(parents=True)
+    for f, content in files.items():
+        (raw / "gzip" / f"{f}.gz").write_bytes(fixed_gz(content))
+    datasets.prepare_raw("emnist", root, download=False)
+
+
+def scenario_fashion_unreadable_idx(root: Path, monkeypatch) -> None:
+    files, raw = fashion_files(), datasets.raw_folder("fashion", root)
+    raw.mkdir(parents=True)
+    for f, content in files.items():
+        (raw / f).write_bytes(content)
+    (raw / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 3)
+    monkeypatch.setitem(datasets.CONTENT_SHA256, "fashion", {})
+    datasets.load_split("fashion", root, "test")
+
+
+def scenario_fashion_wrong_shape(root: Path, monkeypatch) -> None:
+    files, raw = fashion_files(), datasets.raw_folder("fashion", root)
+    raw.mkdir(parents=True)
+    for f, content in files.items():
+        (raw / f).write_bytes(content)
+    (raw / "t10k-images-idx3-ubyte").write_bytes(idx_images(np.zeros((N_TEST, 27, 28), dtype=np.uint8)))
+    monkeypatch.setitem(datasets.CONTENT_SHA256, "fashion", {})
+    datasets.load_split("fashion", root, "test")
+
+
+def scenario_unknown_dataset(root: Path, monkeypatch) -> None:
+    datasets.dataset_class("mnist")
+
+
+SCENARIOS = {name.removeprefix("scenario_").replace("_", "-"): fn for name, fn in globals().items()
+             if name.startswith("scenario_")}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_errors_and_log_lines_are_word_for_word_the_golden_files(tmp_path, monkeypatch, caplog, scenario):
+    import os
+
+    root = tmp_path / "res"
+    caplog.set_level(logging.INFO, logger=datasets.__name__)
+    try:
+        SCENARIOS[scenario](root, monkeypatch)
+        outcome = "no error"
+    except (RuntimeError, ValueError) as err:
+        outcome = f"{type(err).__name__}: {err}"
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    text = "\n".join([outcome, "", *(f"log: {m}" for m in messages(caplog)), "", *(f"file: {p}" for p in left)])
+    text = text.replace(str(tmp_path), "<tmp>") + "\n"
+    path = GOLDEN / f"{scenario}.txt"
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        pytest.skip(f"wrote {path}: read the diff before committing it")
+    assert text == path.read_text(), f"{path} differs: `make golden` rewrites it"
+
+
+def test_gunzip_raises_the_gzip_error_unless_a_digest_was_asked_for(tmp_path):
+    bad = tmp_path / "bad.gz"
+    bad.write_bytes(b"not gzip")
+    with pytest.raises(gzip.BadGzipFile):
+        datasets.gunzip(bad, tmp_path / "out")
+    with pytest.raises(datasets.ContentMismatch) as err:
+        datasets.gunzip(bad, tmp_path / "out", sha256="0" * 64)
+    assert str(err.value) == f"{bad} is not a valid gzip file (BadGzipFile: Not a gzipped file (b'no'))"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("url, env, address", [
+    ("https://host.example/x.zip", {}, ("host.example", 443)),
+    ("http://host.example/x.gz", {}, ("host.example", 80)),
+    ("https://host.example:8443/x.zip", {}, ("host.example", 8443)),
+    ("https://host.example/x.zip", {"https_proxy": "proxy.example:3128"}, ("proxy.example", 3128)),
+    ("http://host.example/x.gz", {"http_proxy": "https://proxy.example"}, ("proxy.example", 443)),
+    ("https://host.example/x.zip", {"https_proxy": "http://proxy.example:3128", "no_proxy": "host.example"},
+     ("host.example", 443)),
+])
+def test_probe_address_is_where_urllib_connects_first(monkeypatch, url, env, address):
+    for key in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "all_proxy",
+                "ALL_PROXY"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert datasets.probe_address(url) == address
+
+
+def test_reachable_gives_the_connection_its_timeout_and_does_not_wait_for_a_hanging_lookup(monkeypatch):
+    """A name lookup can ignore the connect timeout, so the probe waits for its thread only `timeout` s: here the
+    connection never returns, and the probe still answers no."""
+    import threading
+
+    release, timeouts = threading.Event(), []
+
+    def hanging(address, timeout=None):
+        timeouts.append(timeout)
+        release.wait()
+        raise OSError("released")
+
+    monkeypatch.setattr(datasets.socket, "create_connection", hanging)
+    try:
+        assert REAL_REACHABLE(("host.example", 443), timeout=0.2) is False
+        assert timeouts == [0.2]
+    finally:
+        release.set()
+
+
+def test_download_skips_archives_present_and_gives_sockets_the_stall_timeout(tmp_path, monkeypatch):
+    source = tmp_path / "mirror"
+    write_raw("fashion", source, compress=True)
+    trust_fashion_gz(monkeypatch, datasets.raw_folder("fashion", source))
+    raw = datasets.raw_folder("fashion", tmp_path / "res")
+    raw.mkdir(parents=True)
+    first = FashionMNIST.resources[0][0]
+    (raw / first).write_bytes((datasets.raw_folder("fashion", source) / first).read_bytes())
+    monkeypatch.setattr(datasets, "reachable", lambda *a, **k: True)
+    calls = []
+
+    def fake_download(url, root, filename, md5):
+        calls.append((filename, socket.getdefaulttimeout()))
+        (Path(root) / filename).write_bytes((datasets.raw_folder("fashion", source) / filename).read_bytes())
+
+    monkeypatch.setattr(datasets, "download_url", fake_download)
+    datasets.prepare_raw("fashion", tmp_path / "res", download=True)
+    assert calls == [(f, datasets.STALL_TIMEOUT_S) for f, _ in FashionMNIST.resources[1:]]
+    assert socket.getdefaulttimeout() is None
+
+
+@pytest.mark.parametrize("images, labels", [
+    (torch.zeros(N_TEST, 28, 28, dtype=torch.float32), torch.zeros(N_TEST, dtype=torch.long)),  # not uint8
+    (torch.zeros(N_TEST, 28, 27, dtype=torch.uint8), torch.zeros(N_TEST, dtype=torch.long)),  # not 28x28
+    (torch.zeros(N_TEST, 28, 28, dtype=torch.uint8), torch.zeros(N_TEST - 1, dtype=torch.long)),  # n labels
+])
+def test_each_structure_fault_alone_is_refused(tmp_path, images, labels):
+    with pytest.raises(RuntimeError, match="not n 28x28 uint8 images with n labels; replace them"):
+        datasets.check_arrays("fashion", "test", images, labels, tmp_path)
+
+
+def test_converted_file_names_its_source_and_the_raw_digests(tmp_path, caplog):
+    write_raw("fashion", tmp_path)
+    caplog.set_level(logging.INFO, logger=datasets.__name__)
+    datasets.convert("fashion", tmp_path, tmp_path / "out.h5", download=False)
+    raw = datasets.raw_folder("fashion", tmp_path)
+    with h5py.File(tmp_path / "out.h5", "r") as h5:
+        attrs = dict(h5.attrs)
+    assert attrs["source"] == str(raw.resolve())
+    digests = {f: sha256((raw / f).read_bytes()) for f in sorted(datasets.needed_files("fashion"))}
+    assert attrs["raw_sha256"] == json.dumps(digests)  # sorted by file name
+    assert messages(caplog)[-1] == f"wrote {tmp_path / 'out.h5'}: {N_TRAIN} train, {N_TEST} test images of fashion"
+
+
+def test_system_folders_are_used_by_default(tmp_path):
+    files, truth = raw_contents("fashion")
+    write_system(files)
+    loaded = datasets.load_torchvision("fashion", tmp_path / "res", download=False)
+    np.testing.assert_array_equal(loaded["test"][0].numpy(), truth["test"][0])
+
+
+def test_probe_address_of_a_url_without_a_host():
+    assert datasets.probe_address("file:///data/x.gz") == ("", 80)
