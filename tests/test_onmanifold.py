@@ -96,17 +96,20 @@ def test_true_manifold_clean_point_is_the_test_image(trained_model, test_set):
     assert torch.equal(result.clean_pred, predict(trained_model, s["images"]))
 
 
+def run_attack(attack: str, model, s: dict, decoders, cfg: AttackConfig):
+    """One of the three attacks through a decoder on the examples of `s`, keyed by their rows."""
+    if attack == "true":
+        return true_attack(model, s, cfg)
+    if attack == "learned":
+        latents = decoders.encode_mean(s["images"], s["labels"])
+        return learned_manifold_attack(model, decoders, latents, s["labels"], cfg, s["rows"])
+    return transformation_attack(model, s["images"], s["labels"], RANGES, cfg, s["rows"])
+
+
 @pytest.mark.parametrize("attack", ["true", "learned", "transformation"])
 def test_eta_zero_success_is_the_decoded_clean_error(trained_model, test_set, decoders, attack):
     s = test_set
-    cfg = config(eps=0.0, steps=3)
-    if attack == "true":
-        result, dec = true_attack(trained_model, s, cfg)
-    elif attack == "learned":
-        latents = decoders.encode_mean(s["images"], s["labels"])
-        result, dec = learned_manifold_attack(trained_model, decoders, latents, s["labels"], cfg, s["rows"])
-    else:
-        result, dec = transformation_attack(trained_model, s["images"], s["labels"], RANGES, cfg, s["rows"])
+    result, dec = run_attack(attack, trained_model, s, decoders, config(eps=0.0, steps=3))
     clean = decoded_images(result, dec)
     clean_error = (predict(trained_model, clean) != s["labels"]).float()
     assert torch.equal(result.success.float().mean(dim=1), clean_error)
@@ -486,21 +489,9 @@ def test_transformation_box_admits_ranges_whose_edge_is_the_identity():
 def test_on_manifold_attacks_create_nothing_on_the_default_device(trained_model, test_set, decoders, attack):
     """With the default device set to `meta`, a tensor made without the inputs' device breaks the result."""
     s = {k: v[:12] if k != "glyphs" else v for k, v in test_set.items()}
-    cfg = config(steps=3)
-
-    def run():
-        if attack == "true":
-            result, _ = true_attack(trained_model, s, cfg)
-        elif attack == "learned":
-            latents = decoders.encode_mean(s["images"], s["labels"])
-            result, _ = learned_manifold_attack(trained_model, decoders, latents, s["labels"], cfg, s["rows"])
-        else:
-            result, _ = transformation_attack(trained_model, s["images"], s["labels"], RANGES, cfg, s["rows"])
-        return result
-
-    want = run()
+    want, _ = run_attack(attack, trained_model, s, decoders, config(steps=3))
     with torch.device("meta"):
-        got = run()
+        got, _ = run_attack(attack, trained_model, s, decoders, config(steps=3))
     for name in ("variables", "success", "loss", "pred", "clean_pred"):
         assert torch.equal(getattr(got, name), getattr(want, name)), name
 
