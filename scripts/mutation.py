@@ -221,7 +221,9 @@ def classify(mutants: list[Mutant], equivalents: list[Equivalent]) -> None:
 
 def report(results: dict[str, list[Mutant]], seconds: dict[str, float], equivalents: list[Equivalent]) -> str:
     lines = ["# Mutation testing", "",
-             "Each module's mutants run against its own test files (`tests/mutation.toml`).", "",
+             "Each module's mutants run against its own test files (`tests/mutation.toml`). Equivalent mutants "
+             "that an entry names by their mutation are matched before the run and not run "
+             "(`--check-equivalents` runs them too).", "",
              "| module | mutants | killed | timed out | equivalent | surviving | of which no test reached | minutes |",
              "|---|---|---|---|---|---|---|---|"]
     for module, mutants in results.items():
