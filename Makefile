@@ -38,8 +38,8 @@ $(VENV)/.mutation-stamp: $(STAMP)
 mutation: $(VENV)/.mutation-stamp fashion-data
 	$(BIN)/python scripts/mutation.py $(MODULES)
 
-# Rewrite the report text and the data errors the tests compare word for word (tests/golden/), after an intended change of
-# wording or of a statistic; read `git diff tests/golden` before committing it.
+# Rewrite the report text and the dataset errors the tests compare word for word (tests/golden/), after an
+# intended change of wording or of a statistic; read `git diff tests/golden` before committing it.
 golden: $(STAMP)
 	UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q -rs tests/test_claims.py tests/test_datasets.py -k golden
 

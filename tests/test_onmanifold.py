@@ -9,7 +9,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from manifold_robustness.attacks import STARTS, AttackConfig, AttackResult, restart_noise, success_rates, training_config
+from manifold_robustness.attacks import (STARTS, AttackConfig, AttackResult, restart_noise, success_rates,
+                                        training_config)
 from manifold_robustness.onmanifold import (
     ClassDecoders,
     clamped_shares,

@@ -269,7 +269,8 @@ def verify_content(name: str, raw: Path) -> None:
                 moved.append(move_aside(archive))
         failures.append(f"{path} has sha256 {actual}, expected {expected}")
     if failures:
-        again = (f" The genuine {', '.join(kept)} in {raw}/ is kept: a rerun decompresses it again." if kept else "")
+        again = (f" Kept in {raw}/, content verified, for a rerun to decompress again: {', '.join(kept)}."
+                 if kept else "")
         fix = (f"Get genuine files in one of three ways: {fashion_fixes(raw)}" if name == "fashion"
                else f"Fetch them again ({', '.join(_urls(name))}) into {raw}/")
         raise RuntimeError(f"{name}: content mismatch, not the genuine file: {'; '.join(failures)} (moved aside: "
