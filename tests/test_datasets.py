@@ -435,7 +435,8 @@ def test_changed_file_beside_genuine_gz_keeps_the_gz_and_a_rerun_uses_it(tmp_pat
     datasets.prepare_raw("fashion", tmp_path, download=False)
     path = raw / "t10k-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:-1] + b"\x07")
-    with pytest.raises(RuntimeError, match=f"{path} has sha256 .* expected .*t10k-images-idx3-ubyte.gz .* kept"):
+    with pytest.raises(RuntimeError, match=f"{path} has sha256 .* expected .* Kept in .*, content verified, for a "
+                                           "rerun to decompress again: t10k-images-idx3-ubyte.gz"):
         datasets.prepare_raw("fashion", tmp_path, download=False)
     assert (raw / "t10k-images-idx3-ubyte.bad").exists() and (raw / "t10k-images-idx3-ubyte.gz").exists()
     loaded = datasets.load_torchvision("fashion", tmp_path, download=False)
