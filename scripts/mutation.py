@@ -8,9 +8,9 @@ there, so its mutants meet only its own tests. The report (build/mutation/report
 mutants per module as killed, timed out, equivalent and surviving, and lists every survivor with its diff.
 The exit status is 1 when any survivor is left unexplained, so the command can fail.
 
-The mutants are generated first and matched against the equivalence entries that name the mutation itself (its
-mutated or dropped text); those are not run, since an equivalent mutant survives by definition and costs its whole
-covering test set. Entries naming only an original line are applied to survivors after the run.
+The mutants are generated first and matched against the equivalence entries that name the mutated text itself;
+those are not run, since an equivalent mutant survives by definition and costs its whole covering test set.
+Entries naming only an original line or a dropped text are applied to survivors after the run.
 `--check-equivalents` runs every mutant, and the report then lists every entry whose mutant a test now kills.
 
 mutmut runs its workers from a fork server (process_isolation = "forkserver"): forking straight from a
@@ -48,20 +48,21 @@ class Equivalent:
     function: str
     reason: str
     original: str = ""  # in the original line(s)
-    mutant: str = ""  # in the mutated line(s)
+    mutant: str | list[str] = ""  # in the mutated line(s); a list: any of these texts
     dropped: str = ""  # in the original line(s) and gone from the mutated ones
     matched: int = 0
 
     @property
     def precise(self) -> bool:
-        """Names the mutation itself (its mutated or dropped text), not only the line: then it can be trusted
-        before the run. An entry naming only the original line claims every mutant of that line, and is applied
-        to survivors only, so a mutant of the line that a test can kill is still run."""
-        return bool(self.mutant or self.dropped)
+        """Names the mutated text itself: then it can be trusted before the run. An entry naming only the original
+        line, or a text dropped from it, also matches a mutant that replaces the whole line (say by None), which a
+        test may kill; it is applied to survivors only, so such a mutant is still run."""
+        return bool(self.mutant)
 
     def matches(self, module: str, function: str, removed: str, added: str) -> bool:
+        texts = self.mutant if isinstance(self.mutant, list) else [self.mutant]
         return (self.module == module and self.function in (function, "*")
-                and self.original in removed and self.mutant in added
+                and self.original in removed and any(t in added for t in texts)
                 and (not self.dropped or (self.dropped in removed and self.dropped not in added)))
 
 

@@ -48,11 +48,16 @@ def test_entries_match_by_function_and_by_the_texts_they_name():
     assert not dropped.matches("data", "f", "np.asarray(v, dtype=float)", "np.asarray(v, dtype=float) + 1")
 
 
-def test_only_entries_that_name_the_mutation_are_trusted_before_the_run():
-    """An entry naming only the original line claims every mutant of it, so it is applied to survivors only."""
+def test_only_entries_that_name_the_mutated_text_are_trusted_before_the_run():
+    """An entry naming only the original line, or a dropped text, also matches a mutant that replaces the whole
+    line (by None, say), which a test may kill; it is applied to survivors only."""
     assert not mutation.Equivalent("data", "*", "r", original="x = 1").precise
+    dropped = mutation.Equivalent("data", "*", "r", original="x = f(dtype=float)", dropped="dtype=float")
+    assert not dropped.precise and dropped.matches("data", "g", "x = f(dtype=float)", "x = None")
     assert mutation.Equivalent("data", "*", "r", original="x = 1", mutant="x = 2").precise
-    assert mutation.Equivalent("data", "*", "r", dropped="dtype=float").precise
+    several = mutation.Equivalent("data", "*", "r", mutant=["f(None)", "f(2)"])
+    assert several.precise and several.matches("data", "g", "f(1)", "f(2)")
+    assert not several.matches("data", "g", "f(1)", "None")
 
 
 def test_mutant_names_give_their_function_and_diffs_their_lines():
