@@ -451,3 +451,9 @@ def test_pca_and_local_distance_put_their_results_on_the_images_device(train_ten
     for k in (1, 3):  # one neighbour: the span is a point
         _, proj, flagged = local_subspace_distance(meta[:2].flatten(1), images[:2 * k].flatten(1).view(2, k, 784))
         assert proj.device.type == flagged.device.type == "meta"
+
+
+def test_local_manifold_of_no_images(train_tensors):
+    images = train_tensors[0][:100]
+    out = distance_to_local_manifold(images[:0], images, fit_pca(images, dim=10), k=5)
+    assert out["distance"].shape == (0,) and out["regularized"].shape == (0,) and out["neighbours"].shape == (0, 5)

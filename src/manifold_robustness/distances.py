@@ -160,8 +160,8 @@ def nearest_neighbours(query_feats: torch.Tensor, train_feats: torch.Tensor, *, 
                        train_chunk: int = 50000) -> torch.Tensor:
     """Indices (n, k) of the exact k nearest training points (Euclidean), nearest first.
 
-    Memory is bounded by batch_size x (train_chunk + k) distances: queries go in batches, the training set in chunks
-    whose top-k are merged. Points are ranked by ||b||^2 - 2ab, the squared distance ||a - b||^2 less the query's
+    Memory is bounded by batch_size x (train_chunk + k x chunks) distances: queries go in batches, the training set
+    in chunks whose top-k are merged. Points are ranked by ||b||^2 - 2ab, the squared distance ||a - b||^2 less the query's
     own ||a||^2, which orders a query's neighbours the same. Ties keep the lower index.
     """
     n_train = len(train_feats)
