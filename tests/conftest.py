@@ -95,6 +95,21 @@ def test_tensors(fonts_data):
     return torch.from_numpy(d["images"]), torch.from_numpy(d["labels"])
 
 
+@pytest.fixture
+def golden():
+    """Compare texts word for word with their files under tests/golden/: `golden({path: text, ...})`. With
+    UPDATE_GOLDEN set (`make golden`), the files are written instead and the test is skipped."""
+    def check(files: dict[Path, str]) -> None:
+        if os.environ.get("UPDATE_GOLDEN"):
+            for path, text in files.items():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+            pytest.skip(f"wrote {', '.join(map(str, files))}: read the diff before committing it")
+        for path, text in files.items():
+            assert text == path.read_text(), f"{path} differs: `make golden` rewrites it"
+    return check
+
+
 @pytest.fixture(scope="session")
 def trained_model(train_tensors):
     """A classifier trained normally for three epochs (about 97% test accuracy); returned in eval mode."""

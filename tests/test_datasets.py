@@ -618,10 +618,8 @@ def scenario_fashion_changed_files(root: Path, monkeypatch) -> None:
     """train-images absent; train-labels and t10k-labels changed beside genuine .gz (kept); t10k-images changed
     beside a .gz of other content (moved too)."""
     files, raw = fashion_files(), datasets.raw_folder("fashion", root)
-    raw.mkdir(parents=True)
-    for f, content in files.items():
-        if f != "train-images-idx3-ubyte":
-            (raw / f).write_bytes(content)
+    write_raw("fashion", root)
+    (raw / "train-images-idx3-ubyte").unlink()
     for f in ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"):
         (raw / f).write_bytes(changed(files[f]))
         (raw / f"{f}.gz").write_bytes(fixed_gz(files[f]))
@@ -634,9 +632,9 @@ def scenario_emnist_changed_file(root: Path, monkeypatch) -> None:
     """Were EMNIST's digests pinned, a changed file would be named with the EMNIST fix."""
     files, raw = raw_contents("emnist")[0], datasets.raw_folder("emnist", root)
     monkeypatch.setitem(datasets.CONTENT_SHA256, "emnist", {f: sha256(c) for f, c in files.items()})
-    raw.mkdir(parents=True)
-    for f, content in files.items():
-        (raw / f).write_bytes(changed(content) if f == datasets.needed_files("emnist")[1] else content)
+    write_raw("emnist", root)
+    second = datasets.needed_files("emnist")[1]
+    (raw / second).write_bytes(changed(files[second]))
     datasets.verify_content("emnist", raw)
 
 
@@ -720,20 +718,16 @@ def scenario_emnist_gz_in_the_gzip_folder(root: Path, monkeypatch) -> None:
 
 
 def scenario_fashion_unreadable_idx(root: Path, monkeypatch) -> None:
-    files, raw = fashion_files(), datasets.raw_folder("fashion", root)
-    raw.mkdir(parents=True)
-    for f, content in files.items():
-        (raw / f).write_bytes(content)
+    raw = datasets.raw_folder("fashion", root)
+    write_raw("fashion", root)
     (raw / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 3)
     monkeypatch.setitem(datasets.CONTENT_SHA256, "fashion", {})
     datasets.load_split("fashion", root, "test")
 
 
 def scenario_fashion_wrong_shape(root: Path, monkeypatch) -> None:
-    files, raw = fashion_files(), datasets.raw_folder("fashion", root)
-    raw.mkdir(parents=True)
-    for f, content in files.items():
-        (raw / f).write_bytes(content)
+    raw = datasets.raw_folder("fashion", root)
+    write_raw("fashion", root)
     (raw / "t10k-images-idx3-ubyte").write_bytes(idx_images(np.zeros((N_TEST, 27, 28), dtype=np.uint8)))
     monkeypatch.setitem(datasets.CONTENT_SHA256, "fashion", {})
     datasets.load_split("fashion", root, "test")
@@ -748,9 +742,7 @@ SCENARIOS = {name.removeprefix("scenario_").replace("_", "-"): fn for name, fn i
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_errors_and_log_lines_are_word_for_word_the_golden_files(tmp_path, monkeypatch, caplog, scenario):
-    import os
-
+def test_errors_and_log_lines_are_word_for_word_the_golden_files(tmp_path, monkeypatch, caplog, golden, scenario):
     root = tmp_path / "res"
     caplog.set_level(logging.INFO, logger=datasets.__name__)
     try:
@@ -760,13 +752,7 @@ def test_errors_and_log_lines_are_word_for_word_the_golden_files(tmp_path, monke
         outcome = f"{type(err).__name__}: {err}"
     left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     text = "\n".join([outcome, "", *(f"log: {m}" for m in messages(caplog)), "", *(f"file: {p}" for p in left)])
-    text = text.replace(str(tmp_path), "<tmp>") + "\n"
-    path = GOLDEN / f"{scenario}.txt"
-    if os.environ.get("UPDATE_GOLDEN"):
-        GOLDEN.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        pytest.skip(f"wrote {path}: read the diff before committing it")
-    assert text == path.read_text(), f"{path} differs: `make golden` rewrites it"
+    golden({GOLDEN / f"{scenario}.txt": text.replace(str(tmp_path), "<tmp>") + "\n"})
 
 
 def test_gunzip_raises_the_gzip_error_unless_a_digest_was_asked_for(tmp_path):
