@@ -264,28 +264,39 @@ def test_fast_layout_keeps_what_the_classifier_computes(train_tensors):
 
 
 def test_a_setting_job_trains_each_seed_as_a_process_of_its_own_would(tmp_path, fonts_data, glyph_bank):
-    """Seeds trained one after another in one process (`for_each_seed`, as a setting job does) give exactly the
-    models and metrics of each seed trained alone: nothing of one seed's run (RNG state, buffers) leaks into the
-    next. Adversarial training, so the attack's random starts are covered too."""
+    """Seeds trained one after another in one process (the sequential engine of a setting job) give exactly the
+    models and metrics of each seed trained alone: nothing of one seed's run (RNG state, buffers, the shared
+    adversary) leaks into the next. Adversarial training, so the attack's random starts are covered too."""
     from manifold_robustness import stages
 
     data = tmp_path / "fonts.h5"
     write_dataset(data, fonts_data, glyph_bank[0], [str(p) for p in glyph_bank[1]])
     cfg = {"epochs": 2, "batch_size": 50, "lr": 0.01, "lr_decay": 0.95, "weight_decay": 1e-4, "subset_seed": 0,
-           "adversarial_fraction": 0.5, "adversarial_attack": {"eps": 0.3, "steps": 2, "step_size": 0.15}}
+           "adversarial_fraction": 0.5, "adversarial_attack": {"eps": 0.3, "steps": 2, "step_size": 0.15},
+           "engine": "sequential"}
 
-    def run(seed, model, metrics):
-        return stages.train(str(data), model, metrics, "fonts", "adversarial", 200, seed, cfg, "cpu", 1)
+    def run(seeds, tag):
+        models = [tmp_path / tag / f"seed{s}" / "model.pt" for s in seeds]
+        return stages.train_setting(str(data), models, [m.with_name("metrics.json") for m in models], "fonts",
+                                    "adversarial", 200, seeds, cfg, "cpu", 1)
 
-    together = stages.for_each_seed(run, [1, 0], [tmp_path / f"s{s}.pt" for s in (1, 0)],
-                                    [tmp_path / f"s{s}.json" for s in (1, 0)])
-    alone = run(0, tmp_path / "alone.pt", tmp_path / "alone.json")
+    together, (alone,) = run([1, 0], "together"), run([0], "alone")
     assert [m["seed"] for m in together] == [1, 0]
     assert together[1]["test_error"] == alone["test_error"] and together[1]["history"][-1]["loss"] == \
         alone["history"][-1]["loss"]
     assert together[0]["test_error"] != alone["test_error"] or together[0]["history"] != alone["history"]
-    a, b = torch.load(tmp_path / "s0.pt", weights_only=True), torch.load(tmp_path / "alone.pt", weights_only=True)
+    a = torch.load(tmp_path / "together/seed0/model.pt", weights_only=True)
+    b = torch.load(tmp_path / "alone/seed0/model.pt", weights_only=True)
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
-    with pytest.raises(ValueError, match="one path per seed"):
-        stages.for_each_seed(run, [0, 1], [tmp_path / "x.pt"], [tmp_path / "x.json", tmp_path / "y.json"])
+
+
+def test_a_setting_job_runs_its_stage_once_per_model():
+    from manifold_robustness.stages import for_each_model
+
+    calls = []
+    assert for_each_model(lambda model, out: calls.append((model, out)) or out, ["a.pt", "b.pt"],
+                          ["a.h5", "b.h5"]) == ["a.h5", "b.h5"]
+    assert calls == [("a.pt", "a.h5"), ("b.pt", "b.h5")]
+    with pytest.raises(ValueError, match="one path per model"):
+        for_each_model(lambda model, out: out, ["a.pt"], ["a.h5", "b.h5"])

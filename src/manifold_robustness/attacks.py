@@ -53,7 +53,9 @@ class AttackConfig:
     adam_lr: float = 0.005
     start: str = "uniform"
     early_stop: bool = True
-    seed: int = 0
+    # An int, or one int per model when M stacked models are attacked at once (`stacked.StackedClassifier`):
+    # their rows then come in M equal blocks, model after model, and block m draws its starts from seed m.
+    seed: int | tuple[int, ...] = 0
     layout: str = "auto"
     batch_size: int = 1000
 
@@ -66,6 +68,16 @@ class AttackConfig:
             raise ValueError(f"layout must be one of {LAYOUTS}, got '{self.layout}'")
         if self.eps < 0 or self.steps < 0 or self.restarts < 1 or self.batch_size < 1:
             raise ValueError(f"need eps >= 0, steps >= 0, restarts >= 1, batch_size >= 1; got {self}")
+        if isinstance(self.seed, tuple) and not self.seed:
+            raise ValueError("seed must be an int or one int per stacked model, got an empty tuple")
+
+    def row_seeds(self, n: int) -> list[int]:
+        """The seed of each of `n` rows: `seed` for all, or the seeds of M models for M equal blocks of rows."""
+        if not isinstance(self.seed, tuple):
+            return [self.seed] * n
+        if n % len(self.seed):
+            raise ValueError(f"{n} rows cannot be split into equal blocks for {len(self.seed)} stacked models")
+        return [s for s in self.seed for _ in range(n // len(self.seed))]
 
 
 @dataclass
@@ -128,14 +140,18 @@ def start_offset(shape: tuple[int, ...], start: str, gen: torch.Generator) -> to
     raise ValueError(f"start must be one of {STARTS}, got '{start}'")
 
 
-def restart_noise(indices: torch.Tensor, restart: int, shape: tuple[int, ...], seed: int,
+def restart_noise(indices: torch.Tensor, restart: int, shape: tuple[int, ...], seed: int | list[int],
                   start: str = "uniform") -> torch.Tensor:
-    """`start_offset` of `shape` for each example, determined by (seed, example index, restart) alone.
+    """`start_offset` of `shape` for each example, determined by (seed, example index, restart) alone; `seed`
+    is one int, or one per example.
 
     Drawn on the CPU, whatever the attack's device, so that the starts are the same on every device."""
     out = torch.empty(len(indices), *shape, device="cpu")
-    for row, index in enumerate(indices.tolist()):
-        state = np.random.SeedSequence((seed, index, restart)).generate_state(1, dtype=np.uint64)[0]
+    seeds = [seed] * len(indices) if isinstance(seed, int) else seed
+    if len(seeds) != len(indices):
+        raise ValueError(f"one seed per example is needed: {len(indices)} examples, {len(seeds)} seeds")
+    for row, (index, row_seed) in enumerate(zip(indices.tolist(), seeds)):
+        state = np.random.SeedSequence((row_seed, index, restart)).generate_state(1, dtype=np.uint64)[0]
         out[row] = start_offset(shape, start, torch.Generator().manual_seed(int(state)))
     return out
 
@@ -225,6 +241,7 @@ def box_attack(model: nn.Module, decode: Decoder, center: torch.Tensor, lo: torc
     n = len(center)
     device = center.device
     indices = torch.arange(n, device="cpu") if indices is None else indices.cpu()
+    seeds = cfg.row_seeds(n)
     layout = resolve_layout(cfg.layout, device)
     shape = tuple(center.shape[1:])
     out_v = torch.empty(n, cfg.restarts, *shape, device=device, dtype=center.dtype)
@@ -242,7 +259,7 @@ def box_attack(model: nn.Module, decode: Decoder, center: torch.Tensor, lo: torc
         for start, restarts in tqdm(batches, desc=f"attack {n} examples ({layout} restarts)", disable=not progress):
             sl = slice(start, min(start + cfg.batch_size, n))
             k = len(restarts)
-            noise = torch.cat([restart_noise(indices[sl], r, shape, cfg.seed, cfg.start) for r in restarts])
+            noise = torch.cat([restart_noise(indices[sl], r, shape, seeds[sl], cfg.start) for r in restarts])
             noise = noise.to(device, center.dtype)
             rep = lambda t: t[sl].repeat(k, *([1] * (t.dim() - 1)))  # noqa: E731 (restart-major folding)
             c, l, h = rep(center), rep(lo), rep(hi)

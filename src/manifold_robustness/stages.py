@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import fields, replace
@@ -27,6 +28,7 @@ from .models import load_classifier, save_classifier
 from .onmanifold import (ClassDecoders, clamped_shares, decoded_images, latent_box, learned_manifold_adversary,
                          learned_manifold_attack, transformation_adversary, true_manifold_adversary,
                          true_manifold_attack)
+from .stacked import resolve_engine, train_stacked
 from .training import TrainConfig, error_rate, predict, train_classifier
 from .transformer import PRESETS, TransformRanges
 from .vaegan import VAEGANConfig, load_vaegan, reconstruction_error, sample, save_vaegan, train_vaegan
@@ -149,49 +151,83 @@ def training_adversary(mode: str, data_path: str, train: dict, images: torch.Ten
     raise ValueError(f"unknown training mode '{mode}'")
 
 
-def train(data_path: str, model_path: str, metrics_path: str, dataset: str, mode: str, n_train: int, seed: int,
-          cls_cfg: dict, device_name: str = "auto", threads: int = 1, vaegan_paths: list[str] | None = None) -> dict:
-    """Train one classifier on the first `n_train` images of the fixed permutation; write model and metrics."""
+def train_setting(data_path: str, model_paths: list[str], metrics_paths: list[str], dataset: str, mode: str,
+                  n_train: int, seeds: list[int], cls_cfg: dict, device_name: str = "auto", threads: int = 1,
+                  vaegan_paths: list[str] | None = None) -> list[dict]:
+    """Train the classifiers of one setting (dataset, mode, N), one per seed, on the first `n_train` images of
+    the fixed permutation; write each one's model and metrics.
+
+    The data, the adversary (decoders, latents) and the test set are loaded once for all seeds. The engine
+    (`classifiers.engine`) trains the seeds stacked in lock step or one after another; both give each model
+    what training it alone gives (tests/test_stacked.py)."""
+    if not len(model_paths) == len(metrics_paths) == len(seeds):
+        raise ValueError(f"one model and one metrics path per seed are needed: seeds {list(seeds)}, models "
+                         f"{list(model_paths)}, metrics {list(metrics_paths)}")
     device = resolve_device(device_name)
     configure_torch(threads, device)
+    engine = resolve_engine(cls_cfg["engine"], device)
     subset = training_subset(split_size(data_path, "train"), n_train, cls_cfg["subset_seed"])
     train_data = read_split(data_path, "train", subset)
     images = torch.from_numpy(train_data["images"]).to(device)
     labels = torch.from_numpy(train_data["labels"]).to(device)
     section = TRAINING_ATTACK.get(mode)
-    cfg = TrainConfig(mode=mode, epochs=cls_cfg["epochs"], batch_size=cls_cfg["batch_size"], lr=cls_cfg["lr"],
-                      lr_decay=cls_cfg["lr_decay"], weight_decay=cls_cfg["weight_decay"], seed=seed,
-                      adversarial_fraction=cls_cfg["adversarial_fraction"],
-                      attack=attack_config(cls_cfg[section]) if section else AttackConfig())
+    cfgs = [TrainConfig(mode=mode, epochs=cls_cfg["epochs"], batch_size=cls_cfg["batch_size"], lr=cls_cfg["lr"],
+                        lr_decay=cls_cfg["lr_decay"], weight_decay=cls_cfg["weight_decay"], seed=int(seed),
+                        adversarial_fraction=cls_cfg["adversarial_fraction"],
+                        attack=attack_config(cls_cfg[section]) if section else AttackConfig()) for seed in seeds]
     adversary = training_adversary(mode, data_path, train_data, images, labels, cls_cfg, vaegan_paths or [])
-    start = time.perf_counter()
-    model, history = train_classifier(images, labels, cfg, adversary=adversary)
-    seconds = time.perf_counter() - start
+    trained = []  # (model, history, seconds) per seed
+    if engine == "stacked":
+        start = time.perf_counter()
+        models, histories = train_stacked(images, labels, cfgs, adversary=adversary)
+        seconds = time.perf_counter() - start
+        trained = [(model, history, seconds) for model, history in zip(models, histories)]
+    else:
+        for cfg in cfgs:
+            start = time.perf_counter()
+            model, history = train_classifier(images, labels, cfg, adversary=adversary)
+            trained.append((model, history, time.perf_counter() - start))
     test_images, test_labels = load_tensors(data_path, "test", device)
-    metrics = {
-        "dataset": dataset, "mode": mode, "n_train": n_train, "seed": seed, "epochs": cfg.epochs,
-        "test_error": error_rate(model, test_images, test_labels),
-        "train_error": error_rate(model, images, labels),
-        "n_test": len(test_labels), "train_seconds": seconds, "history": history,
-        "config": {k: v for k, v in cls_cfg.items() if k == section or k not in TRAINING_ATTACK.values()},
-        "vaegans": list(vaegan_paths or []),
-        "device": str(device), "threads": threads, "torch": torch.__version__, "package": __version__,
-        "python": platform.python_version(),
-    }
-    save_classifier(model, model_path)
-    write_json(metrics_path, metrics)
-    log.info("%s %s N=%d seed=%d: test error %.4f (%.1fs)", dataset, mode, n_train, seed, metrics["test_error"], seconds)
-    return metrics
+    out = []
+    for cfg, (model, history, seconds), model_path, metrics_path in zip(cfgs, trained, model_paths, metrics_paths):
+        metrics = {
+            "dataset": dataset, "mode": mode, "n_train": n_train, "seed": cfg.seed, "epochs": cfg.epochs,
+            "test_error": error_rate(model, test_images, test_labels),
+            "train_error": error_rate(model, images, labels),
+            "n_test": len(test_labels), "train_seconds": seconds, "history": history,
+            "engine": engine, "trained_with_seeds": [c.seed for c in cfgs] if engine == "stacked" else [cfg.seed],
+            "config": {k: v for k, v in cls_cfg.items() if k == section or k not in TRAINING_ATTACK.values()},
+            "vaegans": list(vaegan_paths or []),
+            "device": str(device), "threads": threads, "torch": torch.__version__, "package": __version__,
+            "python": platform.python_version(),
+        }
+        save_classifier(model, model_path)
+        write_json(metrics_path, metrics)
+        log.info("%s %s N=%d seed=%d: test error %.4f (%.1fs, %s)", dataset, mode, n_train, cfg.seed,
+                 metrics["test_error"], seconds, engine)
+        out.append(metrics)
+    return out
 
 
-def for_each_seed(stage, seeds: list[int], *per_seed_paths: list[str]) -> list:
-    """Run `stage(seed, *paths)` for the models of one setting (dataset, mode, N), one seed after another in this
-    process: each model is exactly the one a process of its own makes, and the process start-up (importing torch
-    and the package, about 1.5 s) is paid once per setting."""
-    if any(len(paths) != len(seeds) for paths in per_seed_paths):
-        raise ValueError(f"one path per seed is needed: seeds {list(seeds)}, paths "
-                         f"{[list(paths) for paths in per_seed_paths]}")
-    return [stage(int(seed), *paths) for seed, *paths in zip(seeds, *per_seed_paths)]
+def for_each_model(stage, *per_model_paths: list[str]) -> list:
+    """Run `stage(*paths)` for the models of one setting (dataset, mode, N), one after another in this process:
+    each result is exactly the one a process of its own makes, and the process start-up (importing torch and
+    the package, about 1.5 s) is paid once per setting."""
+    if len({len(paths) for paths in per_model_paths}) > 1:
+        raise ValueError(f"one path per model is needed in each list, got {[list(p) for p in per_model_paths]}")
+    return [stage(*paths) for paths in zip(*per_model_paths)]
+
+
+def seeds_of(paths: list[str]) -> list[int]:
+    """The seeds of a setting job's models, read from their folders (`.../seed{seed}/model.pt`): a job learns
+    its seeds from its outputs, so that dropping a seed from the config reruns nothing."""
+    seeds = []
+    for path in paths:
+        match = re.fullmatch(r"seed(\d+)", Path(path).parent.name)
+        if not match:
+            raise ValueError(f"{path} is not in a seed folder (.../seed<number>/); the seed cannot be read from it")
+        seeds.append(int(match.group(1)))
+    return seeds
 
 
 def attack_pgd(data_path: str, model_path: str, out: str, pgd_cfg: dict, device_name: str = "auto",

@@ -66,16 +66,43 @@ def error_rate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, bat
     return float((predict(model, images, batch_size) != labels).float().mean())
 
 
+def clean_count(batch: int, cfg: TrainConfig) -> int:
+    """How many examples at the start of a batch stay clean; the rest are replaced by adversarial ones."""
+    return batch - int(round(cfg.adversarial_fraction * batch))
+
+
+def attack_seed(cfg: TrainConfig, epoch: int) -> int:
+    """Seed of the attack's random starts in `epoch`: with the examples' positions it keys every start, so each
+    epoch draws fresh ones."""
+    return cfg.seed * 100_003 + epoch
+
+
 def adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pos: torch.Tensor, cfg: TrainConfig,
                       epoch: int, adversary: Adversary) -> torch.Tensor:
     """Replace the last `adversarial_fraction` of the batch by the adversary's examples (highest-loss iterate,
     one restart, no early stop); `pos` are the examples' positions in the training set."""
-    k = len(x) - int(round(cfg.adversarial_fraction * len(x)))
+    k = clean_count(len(x), cfg)
     if k == len(x):
         return x
-    # Seeded by (run seed, epoch) and the examples' positions, so each epoch draws fresh starts.
-    attack = replace(training_config(cfg.attack), seed=cfg.seed * 100_003 + epoch)
+    attack = replace(training_config(cfg.attack), seed=attack_seed(cfg, epoch))
     return torch.cat([x[:k], adversary(model, pos[k:], y[k:], attack).detach()])
+
+
+def epoch_record(epoch: int, cfg: TrainConfig, loss: float, seconds: float) -> dict:
+    """One epoch of a model's training history, logged as it is recorded."""
+    record = {"epoch": epoch, "lr": learning_rate(epoch, cfg), "loss": loss, "seconds": seconds}
+    log.info("seed %d epoch %d lr %.5f loss %.4f (%.1fs)", cfg.seed, epoch, record["lr"], loss, seconds)
+    return record
+
+
+def check_adversary(cfg: TrainConfig, adversary: Adversary | None, images: torch.Tensor) -> Adversary | None:
+    """The adversary of `cfg.mode`: PGD on the training images by default for `adversarial`; other modes but
+    `normal` need one given."""
+    if cfg.mode == "adversarial" and adversary is None:
+        return pgd_adversary(images)
+    if cfg.mode != "normal" and adversary is None:
+        raise ValueError(f"training mode '{cfg.mode}' needs an adversary that makes its examples")
+    return adversary
 
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
@@ -86,10 +113,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfi
     Every mode but `normal` needs an `adversary`; `adversarial` defaults to PGD on the training images.
     """
     device = images.device
-    if cfg.mode == "adversarial" and adversary is None:
-        adversary = pgd_adversary(images)
-    if cfg.mode != "normal" and adversary is None:
-        raise ValueError(f"training mode '{cfg.mode}' needs an adversary that makes its examples")
+    adversary = check_adversary(cfg, adversary, images)
     torch.manual_seed(cfg.seed)
     model = fast_layout(build_classifier(model_cfg).to(device), device)
     optimizer = Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -110,10 +134,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfi
             loss.backward()
             optimizer.step()
             total, count = total + float(loss.detach()) * len(y), count + len(y)
-        history.append({"epoch": epoch, "lr": learning_rate(epoch, cfg), "loss": total / count,
-                        "seconds": time.perf_counter() - start})
+        history.append(epoch_record(epoch, cfg, total / count, time.perf_counter() - start))
         bar.set_postfix(loss=f"{total / count:.3f}")
-        log.info("epoch %d lr %.5f loss %.4f (%.1fs)", epoch, history[-1]["lr"], history[-1]["loss"],
-                 history[-1]["seconds"])
     model.eval()
     return model, history

@@ -20,7 +20,6 @@ rule attack_pgd:
         runtime=setting_runtime(60),
         gpu=gpu_count,
     params:
-        seeds=SEEDS,
         pgd=config["pgd"],
         device=config["device"],
     script:
@@ -46,7 +45,6 @@ rule attack_onmanifold:
         runtime=setting_runtime(60),
         gpu=gpu_count,
     params:
-        seeds=SEEDS,
         manifold=onmanifold_kind,
         onmanifold=config["onmanifold"],
         device=config["device"],
@@ -75,7 +73,6 @@ rule attack_onmanifold_learned:
         runtime=setting_runtime(60),
         gpu=gpu_count,
     params:
-        seeds=SEEDS,
         manifold="learned",
         onmanifold=config["onmanifold"],
         device=config["device"],

@@ -23,7 +23,6 @@ rule train_classifier:
         runtime=setting_runtime(240),
         gpu=gpu_count,
     params:
-        seeds=SEEDS,
         classifiers=train_params,
         device=config["device"],
     script:

@@ -270,9 +270,14 @@ def fonts_archive_dir(wildcards):
     return []
 
 
+# Keys of the classifiers section that lay out the grid: each job reads its own from its wildcards and
+# outputs, so adding or dropping a mode, an N or a seed reruns no job of the others.
+GRID_KEYS = ("modes", "n_train", "seeds")
+
+
 def train_params(wildcards):
     """Training settings; the attack inside training only matters (and only triggers reruns) for its mode."""
-    cls = dict(config["classifiers"])
+    cls = {k: v for k, v in config["classifiers"].items() if k not in GRID_KEYS}
     for section in set(TRAINING_ATTACK.values()):
         if section != TRAINING_ATTACK.get(wildcards.mode):
             cls.pop(section)
