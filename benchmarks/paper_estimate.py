@@ -61,8 +61,11 @@ def train_size(cfg: dict, dataset: str) -> int:
     return fonts["max_fonts"] * fonts["per_font_class_train"] * 10 if dataset == "fonts" else TRAIN_SIZE[dataset]
 
 
-def estimate(cfg: dict, startup_s: float, vaegan_s: float) -> dict[str, float]:
-    """GPU-seconds per stage of the grid in `cfg`."""
+def estimate(cfg: dict, startup_s: float, vaegan_s: float, stack: int = 1,
+             floor: dict[str, float] | None = None) -> dict[str, float]:
+    """GPU-seconds per stage of the grid in `cfg`. With `stack` > 1, the training cost per image-epoch is the
+    measured one divided by `stack` (models stacked in lock step, on a launch-bound GPU), but never below
+    `floor[mode]` (the cost of the same FLOPs at the plan's attained rate)."""
     cls = cfg["classifiers"]
     per_mode_images = sum(cls["n_train"]) * len(cls["seeds"]) * cls["epochs"]
     out: dict[str, float] = {}
@@ -71,7 +74,8 @@ def estimate(cfg: dict, startup_s: float, vaegan_s: float) -> dict[str, float]:
         modes = dataset_modes(cfg, dataset)
         runs = len(cls["n_train"]) * len(cls["seeds"]) * len(modes)
         for mode in modes:
-            out[f"train {mode}"] = out.get(f"train {mode}", 0.0) + per_mode_images * TRAIN_S[mode]
+            cost = max(TRAIN_S[mode] / stack, (floor or {}).get(mode, 0.0))
+            out[f"train {mode}"] = out.get(f"train {mode}", 0.0) + per_mode_images * cost
         n_attacks = 3 if dataset == "fonts" else 2  # PGD, on-manifold (and the learned manifold on FONTS)
         images = cfg["pgd"]["n_test"] + (n_attacks - 1) * cfg["onmanifold"]["n_test"]
         out["attacks"] = out.get("attacks", 0.0) + runs * images * ATTACK_S_PER_IMAGE
@@ -105,21 +109,42 @@ def forward_flops(module: nn.Module, *inputs: torch.Tensor) -> float:
     return 2.0 * macs
 
 
-def plan(cfg: dict, decoder_speedup: float = 1.0) -> dict[str, float]:
-    """GPU-seconds per stage of the grid in `cfg` at the large-batch throughput of the plan (module docstring);
-    `decoder_speedup` scales the FLOP rate of decoder (and VAE-GAN) passes over the classifier's."""
+def train_cost(cfg: dict, train_pass: float, attack_pass: float, decoder_pass: float) -> dict[str, float]:
+    """Seconds per training image-epoch of each mode: one training step, plus for the adversarial half of each
+    batch `steps + 1` attack passes (through a decoder on the learned manifold)."""
     cls = cfg["classifiers"]
+    out = {}
+    for mode in ("normal", *TRAINING_ATTACK):
+        out[mode] = train_pass
+        if mode != "normal":
+            passes = cls["adversarial_fraction"] * (cls[TRAINING_ATTACK[mode]]["steps"] + 1)
+            out[mode] += passes * (attack_pass + (decoder_pass if mode == "onmanifold_learned" else 0.0))
+    return out
+
+
+def rates(cfg: dict, decoder_speedup: float = 1.0, quiet: bool = False) -> dict[str, float]:
+    """Seconds per classifier training step, per classifier attack pass and per decoder pass, per image, at the
+    plan's attained rates; and the FLOPs per image of the VAE-GAN networks."""
     clf = forward_flops(build_classifier(), torch.zeros(1, 1, 28, 28))
     vae = VAEGAN(VAEGANConfig(channels=tuple(cfg["vaegan"]["channels"]), latent_dim=cfg["vaegan"]["latent_dim"]))
     dec = forward_flops(vae.decoder, torch.zeros(1, cfg["vaegan"]["latent_dim"]))
     enc = forward_flops(vae.encoder, torch.zeros(1, 1, 28, 28))
     disc = forward_flops(vae.discriminator, torch.zeros(1, 1, 28, 28))
     flop_rate = ATTACK_PASSES_PER_S * 2 * clf  # FLOP/s of forward + input gradient (2 x forward)
-    print(f"  forward MFLOP per image: classifier {clf / 1e6:.2f}, decoder {dec / 1e6:.2f}, encoder {enc / 1e6:.2f}, "
-          f"discriminator {disc / 1e6:.2f}; attained rate {flop_rate / 1e12:.1f} TFLOP/s")
-    attack_pass = 1 / ATTACK_PASSES_PER_S  # s per classifier forward + input gradient
-    decoder_pass = 2 * dec / (flop_rate * decoder_speedup)  # s per decoder forward + input gradient
-    train_pass = 1 / TRAIN_PASSES_PER_S
+    if not quiet:
+        print(f"  forward MFLOP per image: classifier {clf / 1e6:.2f}, decoder {dec / 1e6:.2f}, encoder "
+              f"{enc / 1e6:.2f}, discriminator {disc / 1e6:.2f}; attained rate {flop_rate / 1e12:.1f} TFLOP/s")
+    return {"train": 1 / TRAIN_PASSES_PER_S, "attack": 1 / ATTACK_PASSES_PER_S,
+            "decoder": 2 * dec / (flop_rate * decoder_speedup), "flop_rate": flop_rate,
+            "vaegan_flops": 3 * (enc + 2 * dec + 6 * disc)}
+
+
+def plan(cfg: dict, decoder_speedup: float = 1.0) -> dict[str, float]:
+    """GPU-seconds per stage of the grid in `cfg` at the large-batch throughput of the plan (module docstring);
+    `decoder_speedup` scales the FLOP rate of decoder (and VAE-GAN) passes over the classifier's."""
+    cls = cfg["classifiers"]
+    r = rates(cfg, decoder_speedup)
+    attack_pass, decoder_pass, train_pass, flop_rate = r["attack"], r["decoder"], r["train"], r["flop_rate"]
     per_mode_images = sum(cls["n_train"]) * len(cls["seeds"]) * cls["epochs"]
     runs = len(cls["n_train"]) * len(cls["seeds"])
     out: dict[str, float] = {}
@@ -127,14 +152,11 @@ def plan(cfg: dict, decoder_speedup: float = 1.0) -> dict[str, float]:
     def add(key: str, seconds: float) -> None:
         out[key] = out.get(key, 0.0) + seconds
 
+    per_image = train_cost(cfg, train_pass, attack_pass, decoder_pass)
     for dataset in cfg["datasets"]:
         modes = dataset_modes(cfg, dataset)
         for mode in modes:
-            add(f"train {mode}", per_mode_images * train_pass)
-            if mode != "normal":  # the adversarial half of each batch, steps + 1 passes each
-                section = cls[TRAINING_ATTACK[mode]]
-                passes = per_mode_images * cls["adversarial_fraction"] * (section["steps"] + 1)
-                add(f"train {mode}", passes * (attack_pass + (decoder_pass if mode == "onmanifold_learned" else 0)))
+            add(f"train {mode}", per_mode_images * per_image[mode])
         attacks = {"pgd": (cfg["pgd"], 0.0), "on-manifold": (cfg["onmanifold"], decoder_pass if dataset != "fonts"
                                                             else 0.0)}
         if dataset == "fonts" and "onmanifold_learned" in cls["modes"]:
@@ -143,8 +165,8 @@ def plan(cfg: dict, decoder_speedup: float = 1.0) -> dict[str, float]:
             passes = section["n_test"] * section["restarts"] * (section["steps"] + 1)  # no early exit: a bound
             add("attacks", len(modes) * runs * passes * (attack_pass + extra))
         # Per image: encoder, two decodes (reconstruction, prior), discriminator on 3 batches twice; x3 to train.
-        vaegan_flops = 3 * (enc + 2 * dec + 6 * disc)
-        add("vaegan", train_size(cfg, dataset) * cfg["vaegan"]["epochs"][dataset] * vaegan_flops / (flop_rate * decoder_speedup))
+        add("vaegan", train_size(cfg, dataset) * cfg["vaegan"]["epochs"][dataset] * r["vaegan_flops"]
+            / (flop_rate * decoder_speedup))
     return out
 
 
@@ -167,14 +189,21 @@ def main(argv: list[str] | None = None) -> None:
                         help="FLOP rate of the VAE-GAN networks over the classifier's, for table 2 (assumed: 1)")
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
-    print(f"1. {args.config.name} as the workflow runs today (one model at a time, batch 100; H200-measured costs):")
+    stack = len(cfg["classifiers"]["seeds"])
+    print(f"1. {args.config.name} with the sequential engine (one model at a time, batch 100; H200-measured "
+          "costs):")
     print_table(estimate(cfg, args.startup_s, args.vaegan_s))
-    print(f"2. {args.config.name} planned: the same work in FLOPs at one H200's large-batch throughput "
+    r = rates(cfg, args.decoder_speedup, quiet=True)
+    floor = train_cost(cfg, r["train"], r["attack"], r["decoder"])
+    print(f"2. {args.config.name} with the stacked engine ({stack} seeds in lock step; extrapolated, not "
+          f"measured: the costs of table 1 divided by {stack}, as on a launch-bound GPU, but not below those of "
+          "table 3):")
+    print_table(estimate(cfg, args.startup_s, args.vaegan_s, stack, floor))
+    print(f"3. {args.config.name} planned: the same work in FLOPs at one H200's large-batch throughput "
           "(extrapolated from anchors, not measured here):")
     total = print_table(plan(cfg, args.decoder_speedup))
     verdict = "within" if total / 3600 <= GPU_BUDGET_H else "above"
     print(f"  the plan is {verdict} the {GPU_BUDGET_H:g} GPU-hour budget")
-
 
 if __name__ == "__main__":
     main()

@@ -4,7 +4,9 @@ Each section times the package's implementation and a reference that computes th
 (torchattacks' PGD; a plain PyTorch training loop; attacks, projections and VAE-GAN training written as one
 plain loop, restart after restart, every example for every step), alternating the two `--repeats` times and
 comparing their fastest runs. Success rates and errors are printed beside the speeds, so a faster number can
-be checked to mean the same result. The last section prints the GPU-hour estimate of the paper grid.
+be checked to mean the same result. The `stacked` section compares the stacked training engine (the seeds of a
+setting in lock step) with training them one after another, and counts the operators each launches per
+training image. The last section prints the GPU-hour estimate of the paper grid.
 
 The fixture (FONTS rendered from this machine's fonts, a normal and an adversarially trained classifier, ten
 small class VAE-GANs) is built once and kept in benchmarks/out/fixture.
@@ -305,6 +307,85 @@ def bench_training(fx: dict, device: torch.device, repeats: int) -> dict[str, fl
                                "images", len(x) * cfg.epochs, t_ours, t_theirs, r_ours, r_theirs, "plain loop")}
 
 
+# Operators that only describe a tensor (views, shapes) or allocate one: no kernel runs for them.
+METADATA_OPS = {"aten::" + name for name in (
+    "view", "_unsafe_view", "reshape", "_reshape_alias", "as_strided", "as_strided_", "select", "slice", "permute",
+    "transpose", "t", "movedim", "unsqueeze", "squeeze", "expand", "alias", "detach", "lift_fresh", "unbind",
+    "split", "narrow", "resolve_conj", "resolve_neg", "empty", "empty_like", "empty_strided", "resize_",
+    "result_type", "is_nonzero", "item", "_local_scalar_dense", "numpy_T", "contiguous", "to", "_to_copy")}
+
+
+def operator_launches(device: torch.device, fn: Callable[[], object]) -> dict[str, int]:
+    """What `fn` launches, from the torch profiler: aten operators that do work (leaves of the operator tree,
+    views and allocations left out: on a GPU these are the kernels), and on CUDA the kernels themselves."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        fn()
+        sync(device)
+    events = prof.events()
+    leaves = sum(1 for e in events if e.name.startswith("aten::") and e.name not in METADATA_OPS
+                 and not any(c.name.startswith("aten::") for c in e.cpu_children))
+    out = {"operators": leaves}
+    if device.type == "cuda":
+        out["kernels"] = sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+    return out
+
+
+def bench_stacked(fx: dict, device: torch.device, repeats: int, stack: list[int]) -> dict[str, float]:
+    """M seeds of one setting trained stacked in lock step against one after another (the sequential engine):
+    images per second and operators launched per training image, for normal, adversarial and (on a GPU)
+    learned-manifold training. Both engines train the same models (tests/test_stacked.py)."""
+    from manifold_robustness.onmanifold import learned_manifold_adversary
+    from manifold_robustness.stacked import train_stacked
+
+    gpu = device.type == "cuda"
+    images, labels = fx["train_images"], fx["train_labels"]
+    decoders = fx["decoders"]
+    # The quick study's attacks inside training on the CPU (10 and 5 steps), the paper's 40 on a GPU.
+    pgd_attack = TRAINING_ATTACK if gpu else AttackConfig(eps=0.3, steps=10, step_size=0.075)
+    latent_attack = TRAINING_ATTACK if gpu else AttackConfig(eps=0.3, steps=5, step_size=0.15)
+    modes = [("normal", 4000 if gpu else 2000, AttackConfig()), ("adversarial", 2000 if gpu else 500, pgd_attack)]
+    if gpu:
+        modes.append(("onmanifold_learned", 1000, latent_attack))
+    out = {}
+    for mode, n, attack in modes:
+        x, y = images[:n], labels[:n]
+        adversary = None
+        if mode == "onmanifold_learned":
+            adversary = learned_manifold_adversary(decoders, decoders.encode_mean(x, y))
+        for m in stack:
+            cfgs = [TrainConfig(mode=mode, epochs=1, seed=s, attack=attack) for s in range(m)]
+
+            def ours(cfgs=cfgs, x=x, y=y, adversary=adversary) -> dict:
+                models, histories = train_stacked(x, y, cfgs, progress=False, adversary=adversary)
+                return {"last_loss_mean": float(np.mean([h[-1]["loss"] for h in histories]))}
+
+            def theirs(cfgs=cfgs, x=x, y=y, adversary=adversary) -> dict:
+                runs = [train_classifier(x, y, c, progress=False, adversary=adversary) for c in cfgs]
+                return {"last_loss_mean": float(np.mean([h[-1]["loss"] for _, h in runs]))}
+
+            t_ours, t_theirs, r_ours, r_theirs = side_by_side(device, repeats, ours, theirs)
+            key = f"stacked_{mode}_M{m}"
+            steps = f", {attack.steps} attack steps" if mode != "normal" else ""
+            out[key] = report(f"{m} seeds stacked vs one after another: {mode} training, N {n}, 1 epoch, batch 100"
+                              f"{steps}", "images", m * n, t_ours, t_theirs, r_ours, r_theirs, "sequential")
+            # Launches over a smaller run (the profiler slows every operator): one epoch of N = 400.
+            few = min(n, 400)
+            count = {"stacked": operator_launches(device, lambda: train_stacked(x[:few], y[:few], cfgs,
+                                                                                progress=False, adversary=adversary)),
+                     "sequential": operator_launches(device, lambda: [
+                         train_classifier(x[:few], y[:few], c, progress=False, adversary=adversary) for c in cfgs])}
+            per_image = {k: {unit: v / (m * few) for unit, v in c.items()} for k, c in count.items()}
+            for unit in per_image["stacked"]:
+                ratio = per_image["sequential"][unit] / per_image["stacked"][unit]
+                print(f"  {unit} per training image: stacked {per_image['stacked'][unit]:.2f}, sequential "
+                      f"{per_image['sequential'][unit]:.2f}: {ratio:.2f}x fewer stacked (M = {m})")
+                out[f"{key}_{unit}_fewer"] = ratio
+    return out
+
+
 def bench_onmanifold(fx: dict, device: torch.device, repeats: int) -> dict[str, float]:
     n = 200
     x, y = fx["test_images"][:n], fx["test_labels"][:n]
@@ -364,13 +445,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=None,
-                        help="sections to run: pgd training onmanifold distances vaegan estimate")
+                        help="sections to run: pgd training stacked onmanifold distances vaegan estimate")
+    parser.add_argument("--stack", nargs="*", type=int, default=[5],
+                        help="models trained together in the stacked section (the paper's 5 seeds by default)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     configure_torch(args.threads, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
     print(f"device: {device} ({name}); torch {torch.__version__}; best of {args.repeats} runs each, alternating")
-    sections = {"pgd": bench_pgd, "training": bench_training, "onmanifold": bench_onmanifold,
+    sections = {"pgd": bench_pgd, "training": bench_training,
+                "stacked": lambda fx, device, repeats: bench_stacked(fx, device, repeats, args.stack),
+                "onmanifold": bench_onmanifold,
                 "distances": bench_distances, "vaegan": bench_vaegan}
     chosen = args.only or [*sections, "estimate"]
     fx = fixture(device) if set(chosen) & set(sections) else {}

@@ -224,6 +224,26 @@ def test_training_setting_retrains_without_rerendering_or_new_vaegans(finished_r
         assert rule not in counts, rule
 
 
+@pytest.mark.parametrize(("change", "trained"), [
+    ({"n_train": [150, 300, 600]}, 5),  # a new N: its 5 settings, no other
+    ({"n_train": [150]}, 0),  # a dropped N: nothing trains or attacks again
+    ({"modes": ["normal", "adversarial", "onmanifold_true", "onmanifold_learned"]}, 0),
+    ({"seeds": [0, 1]}, 10),  # a new seed: every setting job, whose unit of work is all its seeds
+])
+def test_a_grid_change_reruns_only_the_settings_it_changes(finished_run: Path, tmp_path: Path, change: dict,
+                                                           trained: int) -> None:
+    cfg = tiny_config()
+    cfg["classifiers"] = {**cfg["classifiers"], **change}
+    proc = snakemake(finished_run, "--dry-run", config=write_config(tmp_path / "grid.yaml", cfg))
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert counts.get("train_classifier", 0) == trained
+    assert counts.get("attack_pgd", 0) == trained
+    for rule in ("fonts_data", "train_vaegan"):
+        assert rule not in counts, rule
+    assert "metrics_table" in counts  # the table holds the grid: it is rebuilt in every case
+
+
 @pytest.mark.parametrize("setting", [{"per_font_class_test": 7}, {"geometry": "sampling"}])
 def test_fonts_setting_rerenders_the_data(finished_run: Path, tmp_path: Path, setting: dict) -> None:
     cfg = tiny_config()
