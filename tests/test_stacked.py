@@ -19,7 +19,8 @@ from manifold_robustness.attacks import AttackConfig, pgd, pgd_adversary, restar
 from manifold_robustness.data import write_dataset
 from manifold_robustness.models import build_classifier, load_classifier
 from manifold_robustness.onmanifold import ClassDecoders, learned_manifold_adversary
-from manifold_robustness.stacked import StackedClassifier, check_settings, resolve_engine, train_stacked
+from manifold_robustness.stacked import (LAYOUTS, GroupedClassifier, StackedClassifier, VmappedClassifier,
+                                         check_settings, resolve_engine, train_stacked)
 from manifold_robustness.training import TrainConfig, predict, train_classifier
 from manifold_robustness.vaegan import VAEGAN, VAEGANConfig
 
@@ -74,11 +75,12 @@ def train_alone(images, labels, cfgs, adversary=None):
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("mode", ["normal", "adversarial"])
-def test_stacked_training_equals_each_seed_trained_alone(float64, small_train, mode):
+def test_stacked_training_equals_each_seed_trained_alone(float64, small_train, mode, layout):
     images, labels = small_train
     cfgs = configs(mode)
-    stacked = train_stacked(images, labels, cfgs, progress=False)
+    stacked = train_stacked(images, labels, cfgs, progress=False, layout=layout)
     alone = train_alone(images, labels, cfgs)
     assert_same_training(stacked, alone)
     # Different seeds really are different models: the check above could not pass by comparing one to itself.
@@ -89,7 +91,8 @@ def test_stacked_training_equals_each_seed_trained_alone(float64, small_train, m
         assert torch.equal(predict(model, x), predict(solo, x))
 
 
-def test_stacked_learned_manifold_training_equals_each_seed_trained_alone(float64, small_train):
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_stacked_learned_manifold_training_equals_each_seed_trained_alone(float64, small_train, layout):
     """A mode that goes through a decoder: on-manifold training on VAE-GAN latents (small untrained VAE-GANs
     with distinct weights: the attack's path through each class's decoder is what is tested)."""
     images, labels = small_train
@@ -101,7 +104,7 @@ def test_stacked_learned_manifold_training_equals_each_seed_trained_alone(float6
     latents = decoders.encode_mean(images, labels)
     adversary = learned_manifold_adversary(decoders, latents)
     cfgs = configs("onmanifold_learned", adversarial_fraction=0.4)
-    assert_same_training(train_stacked(images, labels, cfgs, progress=False, adversary=adversary),
+    assert_same_training(train_stacked(images, labels, cfgs, progress=False, adversary=adversary, layout=layout),
                          train_alone(images, labels, cfgs, adversary))
 
 
@@ -113,12 +116,13 @@ def test_an_uneven_last_batch_and_a_fully_clean_fraction(float64, small_train):
                              train_alone(images, labels, cfgs))
 
 
-def test_stacked_forward_is_each_model_on_its_own_rows(float64, small_train):
+@pytest.mark.parametrize("layout", [GroupedClassifier, VmappedClassifier])
+def test_stacked_forward_is_each_model_on_its_own_rows(float64, small_train, layout):
     models = []
     for s in SEEDS:
         torch.manual_seed(s)
         models.append(build_classifier())
-    stacked = StackedClassifier(models)
+    stacked = layout(models)
     x = small_train[0][:30]
     with torch.no_grad():
         stacked.eval()
@@ -141,28 +145,40 @@ def test_stacked_forward_is_each_model_on_its_own_rows(float64, small_train):
     unstacked = stacked.unstack()
     assert all(not m.training for m in unstacked)
     assert torch.equal(unstacked[1].features[2].running_mean, moved[1])
+    # A training forward of each model alone on its 10 rows moves its statistics, and counts its batches, the
+    # same way (the models themselves were only evaluated so far, which leaves them as they were).
+    for m, (model, solo) in enumerate(zip(unstacked, models)):
+        with torch.no_grad():
+            solo.train()(x[10 * m:10 * (m + 1)])
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(value, solo.state_dict()[key], atol=1e-12, rtol=0, msg=key)
 
 
 def test_stacked_parameters_are_the_stacks_of_the_models(float64):
     models = [build_classifier() for _ in range(2)]
-    stacked = StackedClassifier(models)
+    stacked = GroupedClassifier(models)
     params = dict(stacked.named_parameters())
     assert set(params) == {n.replace(".", "__") for n, _ in models[0].named_parameters()}
     assert torch.equal(params["fc1__weight"][1], models[1].fc1.weight)
     assert params["fc1__weight"].requires_grad
+    assert torch.equal(stacked.stacked("features.2.running_var")[0], models[0].features[2].running_var)
     with pytest.raises(ValueError, match="at least one model"):
-        StackedClassifier([])
+        GroupedClassifier([])
+    with pytest.raises(NotImplementedError, match="base of the layouts"):
+        StackedClassifier(models).forward_stacked(torch.zeros(2, 1, 1, 28, 28))
+    with pytest.raises(ValueError, match="stacked layout must be one of"):
+        train_stacked(torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long), [TrainConfig()], layout="loop")
 
 
-def test_one_attack_on_stacked_models_is_each_models_attack_with_its_seed(small_train):
+def test_one_attack_on_stacked_models_is_each_models_attack_with_its_seed(float64, small_train):
     """PGD on the flat batch of 3 stacked models, seeds given per model, equals PGD on each model alone with
-    its seed: starts, iterates and results (float32, where one grouped kernel rounds like the single ones)."""
-    images, labels = small_train[0][:24].float(), small_train[1][:24]
+    its seed: starts, iterates and results (float64, so that no gradient's sign hangs on rounding)."""
+    images, labels = small_train[0][:24], small_train[1][:24]
     models = []
     for s in SEEDS:
         torch.manual_seed(s)
         models.append(build_classifier().eval())
-    stacked = StackedClassifier(models)
+    stacked = GroupedClassifier(models)
     pos = torch.arange(24)
     cfg = AttackConfig(eps=0.3, steps=4, step_size=0.05, restarts=1, early_stop=False, start="distance_direction")
     together = pgd(stacked, images, labels, AttackConfig(**{**cfg.__dict__, "seed": SEEDS}), indices=pos % 8)
@@ -170,7 +186,7 @@ def test_one_attack_on_stacked_models_is_each_models_attack_with_its_seed(small_
         rows = slice(8 * m, 8 * (m + 1))
         alone = pgd(model, images[rows], labels[rows], AttackConfig(**{**cfg.__dict__, "seed": seed}),
                     indices=pos[rows] % 8)
-        torch.testing.assert_close(together.variables[rows], alone.variables, atol=1e-6, rtol=0)
+        torch.testing.assert_close(together.variables[rows], alone.variables, atol=1e-12, rtol=0)
         assert torch.equal(together.success[rows], alone.success)
     assert not stacked.training
 
@@ -255,7 +271,7 @@ def test_adversary_of_pgd_runs_the_stack(small_train):
     """The training adversary of PGD takes the stacked model as it takes one: a flat batch in, images out."""
     images, labels = small_train[0][:20].float(), small_train[1][:20]
     models = [copy.deepcopy(build_classifier()).eval() for _ in range(2)]
-    attack = pgd_adversary(images)(StackedClassifier(models), torch.arange(20), labels,
+    attack = pgd_adversary(images)(GroupedClassifier(models), torch.arange(20), labels,
                                    AttackConfig(steps=2, restarts=1, early_stop=False, seed=(0, 1)))
     assert attack.shape == images.shape
     assert (attack - images).abs().max() <= 0.3 + 1e-6 and attack.min() >= 0 and attack.max() <= 1

@@ -1,11 +1,14 @@
 """Training the models of one setting (its seeds) in lock step, as one stacked model.
 
 The M classifiers of a setting share their architecture, data, batch size and schedule; only the seed differs.
-`StackedClassifier` holds their parameters and batch-norm buffers stacked along a new leading dimension
-(`torch.func.stack_module_state`) and runs them as one network: the forward pass is `torch.func.vmap` of
-`functional_call` over that dimension. vmap's batching rules turn the M convolutions into one grouped
-convolution and the M linear layers into one batched matmul, so each step launches about as many operators as
-one model does, for M times the images (benchmarks/speed.py counts them).
+A stacked model holds their parameters and batch-norm buffers stacked along a new leading dimension
+(`torch.func.stack_module_state`) and runs them as one network, in one of two layouts:
+- `grouped` (the default): the paper's classifier written out for M models, convolutions with groups=M and
+  the linear layers as batched matmuls. A step launches about as many operators as one model's step, for M
+  times the images.
+- `vmap`: `torch.func.vmap` of `functional_call` over the stacked dimension. Its batching rules make the
+  same grouped convolutions and batched matmuls, plus reshapes, copies and fills: about twice the operators
+  of `grouped` per step (benchmarks/speed.py counts them), for any architecture.
 
 Each model keeps everything of its own, exactly as `training.train_classifier` gives it with that seed:
 - its initialization (the global seed set to its seed before it is built);
@@ -15,7 +18,7 @@ Each model keeps everything of its own, exactly as `training.train_classifier` g
 - its Adam state (the update is elementwise, so stacking changes nothing).
 The loss is the sum of the M models' mean losses, so each model's gradient is that of its own loss. The
 adversarial modes attack the batches of all M at once: each model's input gradient depends only on its own
-rows. tests/test_stacked.py checks the equivalence in float64.
+rows. tests/test_stacked.py checks the equivalence, for both layouts, in float64.
 """
 
 from __future__ import annotations
@@ -50,12 +53,13 @@ def resolve_engine(engine: str, device: torch.device) -> str:
 
 
 class StackedClassifier(nn.Module):
-    """M classifiers of one architecture run as one module.
+    """M classifiers of one architecture run as one module (the base of the two layouts below).
 
     `forward_stacked` maps (M, b, C, H, W) to (M, b, classes), model m seeing only x[m]. `forward` takes a
     flat batch of M * b rows, model after model (rows [m b, (m + 1) b) go to model m), so the attacks, which
     see a model as a function of a flat batch, run on all M models at once. `train()` and `eval()` switch the
-    batch norms of all M.
+    batch norms of all M. Parameters and buffers are those of the M models stacked along a new first
+    dimension, under their names in the model (dots written as `__`).
     """
 
     def __init__(self, models: Sequence[nn.Module]):
@@ -69,8 +73,8 @@ class StackedClassifier(nn.Module):
             self.register_parameter(self._key(name), nn.Parameter(value.detach().clone()))
         for name, value in buffers.items():
             self.register_buffer(self._key(name), value.clone())
-        # The architecture without storage: functional_call fills in the stacked tensors. Kept in a list so
-        # that it is not registered as a submodule (its parameters are not the stacked model's).
+        # The architecture without storage. Kept in a list so that it is not registered as a submodule (its
+        # parameters are not the stacked model's).
         self._skeleton = [copy.deepcopy(models[0]).to("meta")]
         self.train(models[0].training)
 
@@ -78,22 +82,22 @@ class StackedClassifier(nn.Module):
     def _key(name: str) -> str:
         return name.replace(".", "__")
 
+    def stacked(self, name: str) -> torch.Tensor:
+        """The stacked parameter or buffer of the models' `name` (e.g. `fc1.weight`), shape (M, ...)."""
+        return getattr(self, self._key(name))
+
     def train(self, mode: bool = True) -> StackedClassifier:
         super().train(mode)
         self._skeleton[0].train(mode)
         return self
 
     def forward_stacked(self, x: torch.Tensor) -> torch.Tensor:
+        """(M, b, C, H, W) -> (M, b, classes): each layout defines it."""
+        raise NotImplementedError(f"{type(self).__name__} is the base of the layouts; use one of {tuple(LAYOUTS)}")
+
+    def check_stacked(self, x: torch.Tensor) -> None:
         if len(x) != self.n_models:
             raise ValueError(f"expected inputs for {self.n_models} models along dim 0, got shape {tuple(x.shape)}")
-        params = {n: getattr(self, self._key(n)) for n in self._param_names}
-        buffers = {n: getattr(self, self._key(n)) for n in self._buffer_names}
-        skeleton = self._skeleton[0]
-
-        def one(p: dict, b: dict, xm: torch.Tensor) -> torch.Tensor:
-            return functional_call(skeleton, (p, b), (xm,))
-
-        return vmap(one)(params, buffers, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(x) % self.n_models:
@@ -106,10 +110,63 @@ class StackedClassifier(nn.Module):
         names = self._param_names + self._buffer_names
         models = []
         for m in range(self.n_models):
-            model = build_classifier(model_cfg).to(getattr(self, self._key(names[0])).device)
-            model.load_state_dict({n: getattr(self, self._key(n))[m].detach().clone() for n in names})
+            model = build_classifier(model_cfg).to(self.stacked(names[0]).device)
+            model.load_state_dict({n: self.stacked(n)[m].detach().clone() for n in names})
             models.append(model.eval())
         return models
+
+
+class VmappedClassifier(StackedClassifier):
+    """The M models' forward pass as `torch.func.vmap` of `functional_call` over the stacked dimension. vmap's
+    batching rules make the M convolutions one grouped convolution and the linear layers batched matmuls, and
+    update the stacked batch-norm buffers in place; they also add reshapes, copies and fills, so a step
+    launches about twice the operators of the grouped layout (benchmarks/speed.py)."""
+
+    def forward_stacked(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_stacked(x)
+        params = {n: self.stacked(n) for n in self._param_names}
+        buffers = {n: self.stacked(n) for n in self._buffer_names}
+        skeleton = self._skeleton[0]
+
+        def one(p: dict, b: dict, xm: torch.Tensor) -> torch.Tensor:
+            return functional_call(skeleton, (p, b), (xm,))
+
+        return vmap(one)(params, buffers, x)
+
+
+class GroupedClassifier(StackedClassifier):
+    """The paper's classifier (`models.Classifier`) for M models written out as one network: the M models'
+    channels side by side, convolutions with groups=M, batch norm over all M x C channels (each channel holds
+    one model's data, so its statistics are that model's), the linear layers as batched matmuls. A step
+    launches about the operators of one model's step, for M times the images."""
+
+    def forward_stacked(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_stacked(x)
+        m, b = x.shape[:2]
+        h = x.transpose(0, 1).reshape(b, m * x.shape[2], *x.shape[3:])  # (b, M x C, H, W), model-major channels
+        for i, layer in enumerate(self._skeleton[0].features):
+            name = f"features.{i}"
+            if isinstance(layer, nn.Conv2d):
+                w = self.stacked(f"{name}.weight")
+                h = F.conv2d(h, w.reshape(m * w.shape[1], *w.shape[2:]), self.stacked(f"{name}.bias").reshape(-1),
+                             stride=layer.stride, padding=layer.padding, groups=m)
+            elif isinstance(layer, nn.ReLU):
+                h = F.relu(h)
+            elif isinstance(layer, nn.BatchNorm2d):
+                if self.training:
+                    self.stacked(f"{name}.num_batches_tracked").add_(1)
+                h = F.batch_norm(h, self.stacked(f"{name}.running_mean").view(-1),
+                                 self.stacked(f"{name}.running_var").view(-1), self.stacked(f"{name}.weight").reshape(-1),
+                                 self.stacked(f"{name}.bias").reshape(-1), self.training, layer.momentum, layer.eps)
+            else:
+                raise TypeError(f"the grouped layout has no rule for {type(layer).__name__}; use the vmapped one")
+        h = h.reshape(b, m, -1).transpose(0, 1)  # (M, b, features)
+        for fc in ("fc1", "fc2"):
+            h = torch.baddbmm(self.stacked(f"{fc}.bias").unsqueeze(1), h, self.stacked(f"{fc}.weight").transpose(1, 2))
+        return h
+
+
+LAYOUTS = {"grouped": GroupedClassifier, "vmap": VmappedClassifier}
 
 
 def check_settings(cfgs: Sequence[TrainConfig]) -> None:
@@ -140,10 +197,13 @@ def stacked_adversarial_batch(model: StackedClassifier, x: torch.Tensor, y: torc
 
 def train_stacked(images: torch.Tensor, labels: torch.Tensor, cfgs: Sequence[TrainConfig],
                   model_cfg: ClassifierConfig = ClassifierConfig(), progress: bool = True,
-                  adversary: Adversary | None = None) -> tuple[list[nn.Module], list[list[dict]]]:
+                  adversary: Adversary | None = None, layout: str = "grouped",
+                  ) -> tuple[list[nn.Module], list[list[dict]]]:
     """Train one fresh classifier per config (the configs differ only in their seed) on (images, labels), in
-    lock step; returns the models and each one's per-epoch history, as `train_classifier` would for each.
-    The seconds of an epoch are those of the whole stack."""
+    lock step as one stacked model (`layout`: grouped or vmap); returns the models and each one's per-epoch
+    history, as `train_classifier` would for each. The seconds of an epoch are those of the whole stack."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"stacked layout must be one of {tuple(LAYOUTS)}, got '{layout}'")
     check_settings(cfgs)
     cfg = cfgs[0]
     adversary = check_adversary(cfg, adversary, images)
@@ -152,7 +212,7 @@ def train_stacked(images: torch.Tensor, labels: torch.Tensor, cfgs: Sequence[Tra
     for c in cfgs:
         torch.manual_seed(c.seed)
         models.append(build_classifier(model_cfg).to(device))
-    model = StackedClassifier(models)
+    model = LAYOUTS[layout](models)
     optimizer = Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     shuffles = [torch.Generator().manual_seed(c.seed) for c in cfgs]
     histories: list[list[dict]] = [[] for _ in cfgs]
