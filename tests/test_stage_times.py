@@ -61,3 +61,15 @@ def test_paper_estimate_counts_flops_by_hand():
     slow, fast = paper_estimate.plan(cfg), paper_estimate.plan(cfg, decoder_speedup=4.0)
     assert fast["train normal"] == slow["train normal"] and fast["train adversarial"] == slow["train adversarial"]
     assert fast["train onmanifold_learned"] < slow["train onmanifold_learned"] and fast["vaegan"] == slow["vaegan"] / 4
+    # Stacking divides training by the models stacked, except the random starts, and stops at the FLOP bound.
+    alone = paper_estimate.estimate(cfg, 10.0, 2e-5)
+    stacked = paper_estimate.estimate(cfg, 10.0, 2e-5, stack=5)
+    assert stacked["train normal"] == pytest.approx(alone["train normal"] / 5)
+    assert stacked["attacks"] == alone["attacks"] and stacked["job start-up"] == alone["job start-up"]
+    with_starts = paper_estimate.estimate(cfg, 10.0, 2e-5, stack=5, start_s=1e-4)
+    images = sum(cfg["classifiers"]["n_train"]) * len(cfg["classifiers"]["seeds"]) * cfg["classifiers"]["epochs"]
+    starts = 1e-4 * 0.5 * images * (1 - 1 / 5) * len(cfg["datasets"])  # the part stacking does not divide
+    assert with_starts["train adversarial"] - stacked["train adversarial"] == pytest.approx(starts)
+    assert with_starts["train normal"] == stacked["train normal"]
+    floored = paper_estimate.estimate(cfg, 10.0, 2e-5, stack=5, floor={"normal": 1.0})
+    assert floored["train normal"] == pytest.approx(images * len(cfg["datasets"]))
