@@ -205,6 +205,40 @@ def test_restart_noise_is_keyed_by_seed_index_restart():
     assert abs(float(big.mean())) < 0.01 and float(big.abs().max()) > 0.999
 
 
+def test_per_model_seeds_split_rows_into_equal_blocks():
+    """Stacked models (`stacked.py`) are attacked in one call, their rows in equal blocks, one seed each."""
+    cfg = AttackConfig(seed=(5, 9))
+    assert cfg.row_seeds(4) == [5, 5, 9, 9]
+    assert AttackConfig(seed=2).row_seeds(3) == [2, 2, 2]
+    with pytest.raises(ValueError, match="5 rows cannot be split into equal blocks for 2 stacked models"):
+        cfg.row_seeds(5)
+    with pytest.raises(ValueError, match="empty tuple"):
+        AttackConfig(seed=())
+    index = torch.tensor([4, 4])
+    noise = restart_noise(index, 0, (3,), [1, 2])
+    assert torch.equal(noise[0], restart_noise(index[:1], 0, (3,), 1)[0])
+    assert torch.equal(noise[1], restart_noise(index[:1], 0, (3,), 2)[0])
+    with pytest.raises(ValueError, match="2 examples, 1 seeds"):
+        restart_noise(index, 0, (3,), [1])
+
+
+def test_a_seed_per_block_attacks_each_block_as_its_seed_alone(trained_model, attack_set):
+    """With one seed per block of rows, each block gets exactly the starts, and so the result, of an attack on it
+    alone with that block's seed (the model is one here; stacked models differ per block)."""
+    images, labels, index = attack_set
+    x, y, idx = images[:30], labels[:30], index[:30]
+    cfg = AttackConfig(eps=0.3, steps=3, step_size=0.05, restarts=2, early_stop=False, start="distance_direction",
+                       batch_size=7)
+    together = pgd(trained_model, x, y, AttackConfig(**{**cfg.__dict__, "seed": (4, 11, 2)}), indices=idx)
+    for block, seed in enumerate((4, 11, 2)):
+        rows = slice(10 * block, 10 * (block + 1))
+        alone = pgd(trained_model, x[rows], y[rows], AttackConfig(**{**cfg.__dict__, "seed": seed}), indices=idx[rows])
+        assert torch.equal(together.variables[rows], alone.variables)
+        torch.testing.assert_close(together.loss[rows], alone.loss)  # other batch compositions: float rounding
+    with pytest.raises(ValueError, match="30 rows cannot be split into equal blocks for 4 stacked models"):
+        pgd(trained_model, x, y, AttackConfig(**{**cfg.__dict__, "seed": (1, 2, 3, 4)}), indices=idx)
+
+
 def test_uniform_start_is_the_previous_formula_bit_for_bit():
     """Records made before the start became a setting stay valid: the uniform start draws the same numbers."""
     indices, shape = torch.tensor([0, 5, 123456]), (1, 28, 28)

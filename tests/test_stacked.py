@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from manifold_robustness import stages
-from manifold_robustness.attacks import AttackConfig, pgd, pgd_adversary, restart_noise
+from manifold_robustness.attacks import AttackConfig, pgd, pgd_adversary
 from manifold_robustness.data import write_dataset
 from manifold_robustness.models import build_classifier, load_classifier
 from manifold_robustness.onmanifold import ClassDecoders, learned_manifold_adversary
@@ -189,22 +189,6 @@ def test_one_attack_on_stacked_models_is_each_models_attack_with_its_seed(float6
         torch.testing.assert_close(together.variables[rows], alone.variables, atol=1e-12, rtol=0)
         assert torch.equal(together.success[rows], alone.success)
     assert not stacked.training
-
-
-def test_per_model_seeds_split_rows_into_equal_blocks():
-    cfg = AttackConfig(seed=(5, 9))
-    assert cfg.row_seeds(4) == [5, 5, 9, 9]
-    assert AttackConfig(seed=2).row_seeds(3) == [2, 2, 2]
-    with pytest.raises(ValueError, match="5 rows cannot be split into equal blocks for 2 stacked models"):
-        cfg.row_seeds(5)
-    with pytest.raises(ValueError, match="empty tuple"):
-        AttackConfig(seed=())
-    index = torch.tensor([4, 4])
-    noise = restart_noise(index, 0, (3,), [1, 2])
-    assert torch.equal(noise[0], restart_noise(index[:1], 0, (3,), 1)[0])
-    assert torch.equal(noise[1], restart_noise(index[:1], 0, (3,), 2)[0])
-    with pytest.raises(ValueError, match="2 examples, 1 seeds"):
-        restart_noise(index, 0, (3,), [1])
 
 
 def test_models_trained_together_must_differ_only_in_their_seed():
