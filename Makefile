@@ -28,7 +28,7 @@ run: $(STAMP) fashion-data
 test: $(STAMP) fashion-data
 	$(BIN)/python -m pytest -q -ra
 
-# Mutation testing of the core modules, each against its own tests (tests/mutation.toml); about 34 min on
+# Mutation testing of the core modules, each against its own tests (tests/mutation.toml); about 35 min on
 # 2 cores for all six. MODULES=attacks (for instance) runs some; the report is build/mutation/report.md.
 MODULES ?=
 $(VENV)/.mutation-stamp: $(STAMP)

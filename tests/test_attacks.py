@@ -212,7 +212,7 @@ def test_per_model_seeds_split_rows_into_equal_blocks():
     assert AttackConfig(seed=2).row_seeds(3) == [2, 2, 2]
     with pytest.raises(ValueError, match="5 rows cannot be split into equal blocks for 2 stacked models"):
         cfg.row_seeds(5)
-    with pytest.raises(ValueError, match="empty tuple"):
+    with pytest.raises(ValueError, match=r"^seed must be an int or one int per stacked model, got an empty tuple$"):
         AttackConfig(seed=())
     index = torch.tensor([4, 4])
     noise = restart_noise(index, 0, (3,), [1, 2])

@@ -271,7 +271,7 @@ def fonts_archive_dir(wildcards):
 
 
 # Keys of the classifiers section that lay out the grid: each job reads its own from its wildcards and
-# outputs, so adding or dropping a mode, an N or a seed reruns no job of the others.
+# outputs, so adding or dropping a mode or an N reruns no job of the other settings, and dropping a seed none.
 GRID_KEYS = ("modes", "n_train", "seeds")
 
 
