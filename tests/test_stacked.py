@@ -20,8 +20,8 @@ from manifold_robustness.attacks import AttackConfig, pgd, pgd_adversary
 from manifold_robustness.data import write_dataset
 from manifold_robustness.models import build_classifier, load_classifier
 from manifold_robustness.onmanifold import ClassDecoders, learned_manifold_adversary
-from manifold_robustness.stacked import (LAYOUTS, GroupedClassifier, StackedClassifier, VmappedClassifier,
-                                         check_settings, resolve_engine, train_stacked)
+from manifold_robustness.stacked import (LAYOUTS, GroupedClassifier, StackedClassifier, check_settings,
+                                         resolve_engine, train_stacked)
 from manifold_robustness.training import TrainConfig, predict, train_classifier
 from manifold_robustness.vaegan import VAEGAN, VAEGANConfig
 
@@ -117,7 +117,7 @@ def test_an_uneven_last_batch_and_a_fully_clean_fraction(float64, small_train):
                              train_alone(images, labels, cfgs))
 
 
-@pytest.mark.parametrize("layout", [GroupedClassifier, VmappedClassifier])
+@pytest.mark.parametrize("layout", [GroupedClassifier, StackedClassifier])
 def test_stacked_forward_is_each_model_on_its_own_rows(float64, small_train, layout):
     models = []
     for s in SEEDS:
@@ -165,8 +165,6 @@ def test_stacked_parameters_are_the_stacks_of_the_models(float64):
     assert torch.equal(stacked.stacked("features.2.running_var")[0], models[0].features[2].running_var)
     with pytest.raises(ValueError, match="at least one model"):
         GroupedClassifier([])
-    with pytest.raises(NotImplementedError, match="base of the layouts"):
-        StackedClassifier(models).forward_stacked(torch.zeros(2, 1, 1, 28, 28))
     with pytest.raises(ValueError, match="stacked layout must be one of"):
         train_stacked(torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long), [TrainConfig()], layout="loop")
 

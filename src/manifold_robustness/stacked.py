@@ -53,7 +53,8 @@ def resolve_engine(engine: str, device: torch.device) -> str:
 
 
 class StackedClassifier(nn.Module):
-    """M classifiers of one architecture run as one module (the base of the two layouts below).
+    """M classifiers of one architecture run as one module: the `vmap` layout, for any architecture, and the
+    base of the grouped one.
 
     `forward_stacked` maps (M, b, C, H, W) to (M, b, classes), model m seeing only x[m]. `forward` takes a
     flat batch of M * b rows, model after model (rows [m b, (m + 1) b) go to model m), so the attacks, which
@@ -92,8 +93,19 @@ class StackedClassifier(nn.Module):
         return self
 
     def forward_stacked(self, x: torch.Tensor) -> torch.Tensor:
-        """(M, b, C, H, W) -> (M, b, classes): each layout defines it."""
-        raise NotImplementedError(f"{type(self).__name__} is the base of the layouts; use one of {tuple(LAYOUTS)}")
+        """(M, b, C, H, W) -> (M, b, classes) as `torch.func.vmap` of `functional_call` over the stacked
+        dimension. vmap's batching rules make the M convolutions one grouped convolution and the linear layers
+        batched matmuls, and update the stacked batch-norm buffers in place; they also add reshapes, copies and
+        fills, so a step launches about twice the operators of the grouped layout (benchmarks/speed.py)."""
+        self.check_stacked(x)
+        params = {n: self.stacked(n) for n in self._param_names}
+        buffers = {n: self.stacked(n) for n in self._buffer_names}
+        skeleton = self._skeleton[0]
+
+        def one(p: dict, b: dict, xm: torch.Tensor) -> torch.Tensor:
+            return functional_call(skeleton, (p, b), (xm,))
+
+        return vmap(one)(params, buffers, x)
 
     def check_stacked(self, x: torch.Tensor) -> None:
         if len(x) != self.n_models:
@@ -114,24 +126,6 @@ class StackedClassifier(nn.Module):
             model.load_state_dict({n: self.stacked(n)[m].detach().clone() for n in names})
             models.append(model.eval())
         return models
-
-
-class VmappedClassifier(StackedClassifier):
-    """The M models' forward pass as `torch.func.vmap` of `functional_call` over the stacked dimension. vmap's
-    batching rules make the M convolutions one grouped convolution and the linear layers batched matmuls, and
-    update the stacked batch-norm buffers in place; they also add reshapes, copies and fills, so a step
-    launches about twice the operators of the grouped layout (benchmarks/speed.py)."""
-
-    def forward_stacked(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_stacked(x)
-        params = {n: self.stacked(n) for n in self._param_names}
-        buffers = {n: self.stacked(n) for n in self._buffer_names}
-        skeleton = self._skeleton[0]
-
-        def one(p: dict, b: dict, xm: torch.Tensor) -> torch.Tensor:
-            return functional_call(skeleton, (p, b), (xm,))
-
-        return vmap(one)(params, buffers, x)
 
 
 class GroupedClassifier(StackedClassifier):
@@ -159,14 +153,14 @@ class GroupedClassifier(StackedClassifier):
                                  self.stacked(f"{name}.running_var").view(-1), self.stacked(f"{name}.weight").reshape(-1),
                                  self.stacked(f"{name}.bias").reshape(-1), self.training, layer.momentum, layer.eps)
             else:
-                raise TypeError(f"the grouped layout has no rule for {type(layer).__name__}; use the vmapped one")
+                raise TypeError(f"the grouped layout has no rule for {type(layer).__name__}; use the vmap one")
         h = h.reshape(b, m, -1).transpose(0, 1)  # (M, b, features)
         for fc in ("fc1", "fc2"):
             h = torch.baddbmm(self.stacked(f"{fc}.bias").unsqueeze(1), h, self.stacked(f"{fc}.weight").transpose(1, 2))
         return h
 
 
-LAYOUTS = {"grouped": GroupedClassifier, "vmap": VmappedClassifier}
+LAYOUTS = {"grouped": GroupedClassifier, "vmap": StackedClassifier}
 
 
 def check_settings(cfgs: Sequence[TrainConfig]) -> None:
