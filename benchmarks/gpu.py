@@ -1,0 +1,415 @@
+"""The paper grid's costs measured on one GPU, in a single run sized for a short lease of the machine.
+
+Sections (each prints as it goes and adds to one JSON file, so a run stopped at its limit keeps what it did):
+- `train`: seconds per training image-epoch of every training mode at the paper's attack (40 steps), with the
+  sequential engine (one model) and the stacked one (M models in lock step: grouped layout at several M, vmap
+  at M = 5), and the same stacked runs with the random starts drawn on the device instead of on the CPU.
+  Throughput does not depend on the images for training (no early stop), so the decoders here are paper-width
+  VAE-GANs with their initial weights and the true manifold's glyph bank is made of Fashion-MNIST images.
+- `precision`: five stacked seeds of normal (N 4000, 10 epochs) and adversarial (N 1000, 5 epochs) training
+  on Fashion-MNIST in strict fp32, in PyTorch's default (cuDNN convolutions in TF32), with TF32 matmuls too,
+  and under bf16 autocast: test error, the paper's PGD success and seconds for each.
+- `vaegan`: a paper-width VAE-GAN (channels 64, 128, 256) trained on one class in each precision: seconds per
+  image-epoch, and how far its bf16 decodes lie from its fp32 ones.
+- `attacks`: the evaluation attacks at the paper's sizes (PGD on 1000 images, on-manifold on 2500, 5 restarts,
+  40 Adam steps): seconds per attack job.
+- `starts`: the CPU's cost of drawing one example's random start, as the attacks draw it now.
+
+Run: PYTHONPATH=src python3 benchmarks/gpu.py --data benchmarks/out/gpu/fashion.npz [--budget-s 300]
+(`--tiny` shrinks every size for a smoke test on the CPU). The data file is made by `--prepare`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from manifold_robustness import attacks as attacks_module
+from manifold_robustness.attacks import AttackConfig, pgd, restart_noise, success_rates
+from manifold_robustness.device import configure_torch, resolve_device
+from manifold_robustness.onmanifold import (ClassDecoders, learned_manifold_adversary, learned_manifold_attack,
+                                            transformation_adversary, true_manifold_adversary, true_manifold_attack)
+from manifold_robustness.stacked import train_stacked
+from manifold_robustness.training import TrainConfig, error_rate, train_classifier
+from manifold_robustness.transformer import PRESETS
+from manifold_robustness.vaegan import VAEGAN, VAEGANConfig, train_vaegan
+
+ROOT = Path(__file__).resolve().parents[1]
+# config/paper.yaml's attacks: inside training 40 signed steps of 0.01; evaluation 40 Adam steps at lr 0.005.
+TRAIN_ATTACK = AttackConfig(eps=0.3, steps=40, step_size=0.01, restarts=1, early_stop=False, start="distance_direction")
+EVAL_ATTACK = AttackConfig(eps=0.3, steps=40, optimizer="adam", adam_lr=0.005, restarts=5, start="distance_direction",
+                           batch_size=10_000)
+PAPER_VAEGAN = VAEGANConfig(channels=(64, 128, 256))
+PRECISIONS = ("fp32", "default", "tf32", "bf16")
+
+
+class Budget:
+    """Seconds left of the run; sections ask before starting work they may not finish."""
+
+    def __init__(self, seconds: float):
+        self.end = time.perf_counter() + seconds
+
+    def left(self) -> float:
+        return self.end - time.perf_counter()
+
+
+class Results:
+    """Measurements by key, written to `path` after every addition."""
+
+    def __init__(self, path: Path, meta: dict):
+        self.path, self.data = path, {"meta": meta}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.save()
+
+    def add(self, key: str, value) -> None:
+        self.data[key] = value
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, default=float))
+        tmp.replace(self.path)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(device: torch.device, fn: Callable[[], object]) -> tuple[float, object]:
+    sync(device)
+    start = time.perf_counter()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - start, out
+
+
+@contextlib.contextmanager
+def precision(name: str, device: torch.device) -> Iterator[None]:
+    """fp32: no TF32 anywhere; default: PyTorch's (cuDNN convolutions in TF32, matmuls in fp32); tf32: matmuls in
+    TF32 too; bf16: autocast to bfloat16 on top of the default."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = name != "fp32"
+    torch.backends.cuda.matmul.allow_tf32 = name == "tf32"
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if name == "bf16" else contextlib.nullcontext()
+    try:
+        with autocast:
+            yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@contextlib.contextmanager
+def device_starts() -> Iterator[None]:
+    """Random starts drawn on the attack's device in one call (not keyed per example): what drawing them on the
+    CPU example by example costs is the difference to a run without this."""
+    original = attacks_module.restart_noise
+
+    def on_device(indices: torch.Tensor, restart: int, shape: tuple[int, ...], seed, start: str = "uniform"):
+        g = torch.randn(len(indices), *shape, device=DEVICE)
+        radius = torch.rand(len(indices), *([1] * len(shape)), device=DEVICE)
+        return g / g.flatten(1).abs().amax(1).view(-1, *([1] * len(shape))) * radius
+
+    attacks_module.restart_noise = on_device
+    try:
+        yield
+    finally:
+        attacks_module.restart_noise = original
+
+
+DEVICE = torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def prepare(path: Path, n_train: int = 20_000, n_test: int = 2_500) -> None:
+    """Fashion-MNIST's first images as one compressed file, small enough to travel with the working tree."""
+    from manifold_robustness.datasets import load_torchvision
+
+    root = ROOT / "resources" / "fashion"
+    splits = load_torchvision("fashion", root, download=False)
+    (xtr, ytr), (xte, yte) = splits["train"], splits["test"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, train_images=xtr[:n_train].numpy(), train_labels=ytr[:n_train].numpy(),
+                        test_images=xte[:n_test].numpy(), test_labels=yte[:n_test].numpy())
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+
+
+def load(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
+    raw = np.load(path)
+    out = {}
+    for split in ("train", "test"):
+        out[f"{split}_images"] = torch.from_numpy(raw[f"{split}_images"]).float().div(255).unsqueeze(1).to(device)
+        out[f"{split}_labels"] = torch.from_numpy(raw[f"{split}_labels"]).long().to(device)
+    return out
+
+
+def glyph_bank(images: torch.Tensor, labels: torch.Tensor, fonts: int) -> torch.Tensor:
+    """(fonts, 10, 28, 28): the first `fonts` images of each class stand in for glyphs (timing only)."""
+    return torch.stack([images[labels == c][:fonts, 0] for c in range(10)], dim=1)
+
+
+def paper_decoders(device: torch.device) -> ClassDecoders:
+    """Ten paper-width VAE-GANs with their initial weights (timing only)."""
+    torch.manual_seed(0)
+    return ClassDecoders([VAEGAN(PAPER_VAEGAN).to(device).eval() for _ in range(10)])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def adversaries(data: dict, n: int, device: torch.device) -> dict[str, tuple[object, AttackConfig]]:
+    x, y = data["train_images"][:n], data["train_labels"][:n]
+    glyphs = glyph_bank(data["train_images"], data["train_labels"], 100)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    ranges = PRESETS["hard"]
+    codes = (ranges.low + (ranges.high - ranges.low) * torch.rand(n, 6, generator=gen)).to(device)
+    font = torch.randint(0, len(glyphs), (n,), generator=gen).to(device)
+    decoders = paper_decoders(device)
+    latents = decoders.encode_mean(x, y)
+    return {
+        "normal": (None, AttackConfig()),
+        "adversarial": (attacks_module.pgd_adversary(x), TRAIN_ATTACK),
+        "onmanifold_true": (true_manifold_adversary(glyphs, font, codes, ranges), TRAIN_ATTACK),
+        "onmanifold_learned": (learned_manifold_adversary(decoders, latents), TRAIN_ATTACK),
+        "transformation": (transformation_adversary(x, ranges), TRAIN_ATTACK),
+    }
+
+
+def train_section(data: dict, device: torch.device, budget: Budget, results: Results, tiny: bool) -> None:
+    """Seconds per training image-epoch (per model) of each mode, sequential and stacked."""
+    n_normal, n_adv = (200, 100) if tiny else (4000, 500)
+    stacks = [2, 3] if tiny else [5, 25, 65]
+    modes = ("normal", "adversarial", "onmanifold_true", "onmanifold_learned", "transformation")
+    made = adversaries(data, max(n_normal, n_adv), device)
+    out: dict[str, dict] = {}
+    for mode in modes:
+        adversary, attack = made[mode]
+        n = n_normal if mode == "normal" else n_adv
+        x, y = data["train_images"][:n], data["train_labels"][:n]
+        row: dict[str, float] = {}
+        cfgs = lambda m: [TrainConfig(mode=mode, epochs=1, seed=s, attack=attack) for s in range(m)]  # noqa: E731
+        runs: list[tuple[str, Callable[[], object], int]] = [
+            ("sequential", lambda: train_classifier(x, y, cfgs(1)[0], progress=False, adversary=adversary), 1)]
+        for m in stacks:
+            runs.append((f"grouped_M{m}", lambda m=m: train_stacked(x, y, cfgs(m), progress=False,
+                                                                    adversary=adversary), m))
+        runs.append((f"vmap_M{stacks[0]}", lambda: train_stacked(x, y, cfgs(stacks[0]), progress=False,
+                                                                 adversary=adversary, layout="vmap"), stacks[0]))
+        if mode == "normal":  # the workflow asks for deterministic kernels on CUDA: what that costs
+            runs.append(("sequential_nondeterministic", runs[0][1], 1))
+            runs.append((f"grouped_M{stacks[0]}_nondeterministic", runs[1][1], stacks[0]))
+        else:
+            for m in stacks[:2]:
+                runs.append((f"grouped_M{m}_device_starts", lambda m=m: train_stacked(
+                    x, y, cfgs(m), progress=False, adversary=adversary), m))
+        for name, fn, m in runs:
+            if budget.left() < 30:
+                print(f"  {mode} {name}: skipped, budget spent")
+                continue
+            starts = device_starts() if name.endswith("device_starts") else contextlib.nullcontext()
+            torch.use_deterministic_algorithms(not name.endswith("nondeterministic") and device.type == "cuda",
+                                               warn_only=True)
+            with starts:
+                # Warm-up on a tenth of the data (kernels chosen, memory allocated), then the timed epoch.
+                warm = x[: max(100, n // 10)], y[: max(100, n // 10)]
+                if name == "sequential":
+                    train_classifier(*warm, cfgs(1)[0], progress=False, adversary=adversary)
+                else:
+                    train_stacked(*warm, cfgs(m), progress=False, adversary=adversary,
+                                  layout="vmap" if name.startswith("vmap") else "grouped")
+                seconds, _ = timed(device, fn)
+            per_image = seconds / (n * m)
+            row[name] = per_image
+            print(f"  {mode:18s} {name:28s} {n * m / seconds:12,.0f} image-epochs/s  {per_image * 1e6:9.2f} us per "
+                  f"image-epoch  ({seconds:.2f} s, N {n}, M {m})", flush=True)
+        if "sequential" in row:
+            for name, value in row.items():
+                if name != "sequential":
+                    print(f"  {mode:18s} {name:28s} {row['sequential'] / value:6.2f}x the sequential engine")
+        out[mode] = row
+        results.add("train", out)
+
+
+def precision_section(data: dict, device: torch.device, budget: Budget, results: Results, tiny: bool) -> None:
+    """Test error, PGD success and time of five stacked seeds in each precision."""
+    settings = {"normal": (200, 1) if tiny else (4000, 10), "adversarial": (100, 1) if tiny else (1000, 5)}
+    xt, yt = data["test_images"][: 200 if tiny else 1000], data["test_labels"][: 200 if tiny else 1000]
+    m = 2 if tiny else 5
+    out: dict[str, dict] = {}
+    for mode, (n, epochs) in settings.items():
+        x, y = data["train_images"][:n], data["train_labels"][:n]
+        attack = TRAIN_ATTACK if mode != "normal" else AttackConfig()
+        cfgs = [TrainConfig(mode=mode, epochs=epochs, seed=s, attack=attack) for s in range(m)]
+        for name in PRECISIONS:
+            if budget.left() < 40:
+                print(f"  {mode} {name}: skipped, budget spent")
+                continue
+            with precision(name, device):
+                seconds, (models, _) = timed(device, lambda: train_stacked(x, y, cfgs, progress=False))
+                errors = [error_rate(model, xt, yt) for model in models]
+                att_s, result = timed(device, lambda: pgd(models[0], xt, yt, EVAL_ATTACK))
+            rates = success_rates(result.success.cpu(), result.correct.cpu())
+            # The fp32-trained model attacked in this precision: the attack's share of a change in success.
+            if name != "fp32" and "fp32_model" in out.get(mode, {}):
+                with precision(name, device):
+                    cross = pgd(out[mode]["fp32_model"], xt, yt, EVAL_ATTACK)
+                cross_success = success_rates(cross.success.cpu(), cross.correct.cpu())["success"]
+            else:
+                cross_success = rates["success"]
+            row = {"train_s": seconds, "test_error_mean": float(np.mean(errors)), "test_error_sd": float(np.std(errors)),
+                   "test_errors": errors, "pgd_success": rates["success"], "pgd_success_any": rates["success_any"],
+                   "pgd_s": att_s, "fp32_model_pgd_success": cross_success}
+            out.setdefault(mode, {})[name] = row
+            if name == "fp32":
+                out[mode]["fp32_model"] = models[0]
+            print(f"  {mode:12s} {name:8s} train {seconds:6.2f} s  test error {row['test_error_mean']:.4f} "
+                  f"(sd {row['test_error_sd']:.4f} over {m} seeds)  PGD success {rates['success']:.4f} "
+                  f"(fp32 model: {cross_success:.4f})  attack {att_s:.2f} s", flush=True)
+        out.get(mode, {}).pop("fp32_model", None)
+        results.add("precision", out)
+
+
+def vaegan_section(data: dict, device: torch.device, budget: Budget, results: Results, tiny: bool) -> dict:
+    """A paper-width VAE-GAN on one class in each precision: seconds per image-epoch and decode differences."""
+    x = data["train_images"][data["train_labels"] == 0]
+    cfg = replace(PAPER_VAEGAN, epochs=1 if tiny else 3, channels=(8, 16, 32) if tiny else PAPER_VAEGAN.channels)
+    out: dict[str, dict] = {}
+    trained = {}
+    z = torch.randn(500 if tiny else 2500, cfg.latent_dim, generator=torch.Generator().manual_seed(0)).clamp(-2, 2)
+    z = z.to(device)
+    for name in PRECISIONS:
+        if budget.left() < 40:
+            print(f"  vaegan {name}: skipped, budget spent")
+            continue
+        with precision(name, device):
+            train_vaegan(x[:200], replace(cfg, epochs=1), progress=False)  # warm-up
+            seconds, (model, history) = timed(device, lambda: train_vaegan(x, cfg, progress=False))
+        trained[name] = model
+        row = {"s_per_image_epoch": seconds / (len(x) * cfg.epochs), "last_l1": history[-1]["l1"]}
+        out[name] = row
+        print(f"  vaegan {name:8s} {len(x) * cfg.epochs / seconds:10,.0f} image-epochs/s  last-epoch L1 "
+              f"{row['last_l1']:.1f}  ({seconds:.2f} s, {len(x)} images x {cfg.epochs} epochs)", flush=True)
+    if "fp32" in trained:
+        with torch.no_grad():
+            with precision("fp32", device):
+                reference = trained["fp32"].decode(z)
+            for name in PRECISIONS[1:]:
+                with precision(name, device):
+                    other = trained["fp32"].decode(z).float()
+                diff = (other - reference).flatten(1)
+                out.setdefault(f"decode_{name}", {}).update(
+                    max_abs=float(diff.abs().max()), mean_l2=float(diff.norm(dim=1).mean()),
+                    image_l2=float(reference.flatten(1).norm(dim=1).mean()))
+                print(f"  decoding in {name} against fp32 (same fp32-trained weights): max |diff| "
+                      f"{float(diff.abs().max()):.2e}, mean L2 {float(diff.norm(dim=1).mean()):.2e} (images' L2 "
+                      f"{float(reference.flatten(1).norm(dim=1).mean()):.2f})", flush=True)
+    results.add("vaegan", out)
+    return trained
+
+
+def attacks_section(data: dict, device: torch.device, budget: Budget, results: Results, tiny: bool,
+                    vaegans: dict) -> None:
+    """The evaluation attacks at the paper's sizes, on a normally trained model."""
+    n_pgd, n_onm = (100, 200) if tiny else (1000, 2500)
+    x, y = data["train_images"][: 2000 if tiny else 4000], data["train_labels"][: 2000 if tiny else 4000]
+    model, _ = train_classifier(x, y, TrainConfig(epochs=1 if tiny else 5), progress=False)
+    xt, yt = data["test_images"][:n_onm], data["test_labels"][:n_onm]
+    decoders = paper_decoders(device) if "default" not in vaegans else ClassDecoders([vaegans["default"]] * 10)
+    latents = decoders.encode_mean(xt, yt)
+    glyphs = glyph_bank(data["train_images"], data["train_labels"], 100)
+    ranges = PRESETS["hard"]
+    gen = torch.Generator().manual_seed(1)
+    codes = (ranges.low + (ranges.high - ranges.low) * torch.rand(n_onm, 6, generator=gen)).to(device)
+    font = torch.randint(0, len(glyphs), (n_onm,), generator=gen).to(device)
+    jobs = {
+        "pgd": lambda: pgd(model, xt[:n_pgd], yt[:n_pgd], EVAL_ATTACK),
+        "onmanifold_learned": lambda: learned_manifold_attack(model, decoders, latents, yt, EVAL_ATTACK)[0],
+        "onmanifold_true": lambda: true_manifold_attack(model, glyphs, font, yt, codes, ranges, EVAL_ATTACK)[0],
+    }
+    out = {}
+    for name, fn in jobs.items():
+        for starts_name, starts in (("cpu_starts", contextlib.nullcontext), ("device_starts", device_starts)):
+            if budget.left() < 20:
+                print(f"  attack {name}: skipped, budget spent")
+                continue
+            with starts():
+                fn()  # warm-up
+                seconds, result = timed(device, fn)
+            rate = success_rates(result.success.cpu(), result.correct.cpu())["success"]
+            out[f"{name}_{starts_name}"] = {"s": seconds, "images": len(result.labels), "success": rate}
+            print(f"  attack {name:20s} {starts_name:14s} {seconds:6.2f} s for {len(result.labels)} images x 5 "
+                  f"restarts x 40 Adam steps (success {rate:.3f})", flush=True)
+    results.add("attacks", out)
+
+
+def starts_section(results: Results, tiny: bool) -> None:
+    """CPU seconds to draw one example's random start, as the attacks draw them (keyed per example)."""
+    n = 200 if tiny else 2000
+    out = {}
+    for name, shape in (("image", (1, 28, 28)), ("latent", (10,)), ("code", (6,))):
+        start = time.perf_counter()
+        restart_noise(torch.arange(n), 0, shape, 0, "distance_direction")
+        out[name] = (time.perf_counter() - start) / n
+        print(f"  random start of one {name} ({shape}) drawn on the CPU: {out[name] * 1e6:.1f} us")
+    results.add("starts", out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    global DEVICE
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT / "benchmarks" / "out" / "gpu" / "fashion.npz")
+    parser.add_argument("--prepare", action="store_true", help="write the data file from resources/fashion and stop")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--budget-s", type=float, default=300.0)
+    parser.add_argument("--only", nargs="*", default=["starts", "train", "precision", "vaegan", "attacks"])
+    parser.add_argument("--tiny", action="store_true", help="every size shrunk: a smoke test on the CPU")
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ROOT / "benchmarks" / "out" / "gpu"))
+                        / "gpu.json")
+    args = parser.parse_args(argv)
+    if args.prepare:
+        prepare(args.data)
+        return
+    budget = Budget(args.budget_s)
+    DEVICE = resolve_device(args.device)
+    configure_torch(args.threads, DEVICE)  # as the workflow's jobs: deterministic kernels on CUDA
+    name = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else f"CPU, {args.threads} threads"
+    print(f"device: {DEVICE} ({name}); torch {torch.__version__}; budget {args.budget_s:.0f} s", flush=True)
+    results = Results(args.out, {"device": name, "torch": torch.__version__, "tiny": args.tiny})
+    data = load(args.data, DEVICE)
+    vaegans: dict = {}
+    for section in args.only:
+        print(f"\n[{section}] ({budget.left():.0f} s left)", flush=True)
+        if section == "starts":
+            starts_section(results, args.tiny)
+        elif section == "train":
+            train_section(data, DEVICE, budget, results, args.tiny)
+        elif section == "precision":
+            precision_section(data, DEVICE, budget, results, args.tiny)
+        elif section == "vaegan":
+            vaegans = vaegan_section(data, DEVICE, budget, results, args.tiny)
+        elif section == "attacks":
+            attacks_section(data, DEVICE, budget, results, args.tiny, vaegans)
+        else:
+            sys.exit(f"unknown section '{section}'")
+    print(f"\ndone, {budget.left():.0f} s of the budget left; results in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
