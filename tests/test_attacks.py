@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from manifold_robustness import keyed
 from manifold_robustness.attacks import (
     STARTS,
     AttackConfig,
@@ -22,7 +23,6 @@ from manifold_robustness.attacks import (
     pgd_adversary,
     resolve_layout,
     restart_noise,
-    start_offset,
     success_rates,
     training_config,
 )
@@ -237,18 +237,6 @@ def test_a_seed_per_block_attacks_each_block_as_its_seed_alone(trained_model, at
         torch.testing.assert_close(together.loss[rows], alone.loss)  # other batch compositions: float rounding
     with pytest.raises(ValueError, match="30 rows cannot be split into equal blocks for 4 stacked models"):
         pgd(trained_model, x, y, AttackConfig(**{**cfg.__dict__, "seed": (1, 2, 3, 4)}), indices=idx)
-
-
-def test_uniform_start_is_the_previous_formula_bit_for_bit():
-    """Records made before the start became a setting stay valid: the uniform start draws the same numbers."""
-    indices, shape = torch.tensor([0, 5, 123456]), (1, 28, 28)
-    for restart in (0, 3):
-        old = torch.empty(len(indices), *shape)
-        for row, index in enumerate(indices.tolist()):
-            state = np.random.SeedSequence((7, index, restart)).generate_state(1, dtype=np.uint64)[0]
-            old[row] = torch.rand(shape, generator=torch.Generator().manual_seed(int(state))) * 2 - 1
-        assert torch.equal(restart_noise(indices, restart, shape, seed=7, start="uniform"), old)
-        assert torch.equal(restart_noise(indices, restart, shape, seed=7), old)
 
 
 def test_distance_direction_distance_is_uniform_in_zero_one():
@@ -734,17 +722,21 @@ def test_box_attack_state_follows_the_inputs_device_without_indices(trained_mode
     assert_same_result(elsewhere, reference)
 
 
-def test_start_offset_names_an_unknown_start():
+def test_restart_noise_names_an_unknown_start():
     with pytest.raises(ValueError, match=r"start must be one of \('uniform', 'distance_direction'\), got 'gauss'"):
-        start_offset((3,), "gauss", torch.Generator().manual_seed(0))
+        restart_noise(torch.arange(3), 0, (3,), 0, "gauss")
 
 
 @pytest.mark.parametrize("start", STARTS)
-def test_restart_noise_is_seeded_with_the_64_bit_word_of_its_seed_sequence(start):
-    """The documented keying, so that records stay reproducible: one 64-bit word of
-    SeedSequence((seed, index, restart)) seeds a CPU generator per example."""
+def test_restart_noise_is_the_documented_keyed_draw(start):
+    """The documented keying, so that records stay reproducible: the counter-based generator of `keyed`, keyed
+    by (seed, example index, restart, start rule); the distance_direction radius comes after the Gaussian's words."""
     indices = torch.tensor([0, 5, 123456])
     noise = restart_noise(indices, 2, (3, 4), seed=11, start=start)
-    for row, index in enumerate(indices.tolist()):
-        word = np.random.SeedSequence((11, index, 2)).generate_state(1, dtype=np.uint64)[0]
-        assert torch.equal(noise[row], start_offset((3, 4), start, torch.Generator().manual_seed(int(word))))
+    lanes = keyed.keys([11, indices, 2, STARTS.index(start)], "cpu")
+    if start == "uniform":
+        expected = keyed.uniform(lanes, 12) * 2 - 1
+    else:
+        g = keyed.normal(lanes, 12)
+        expected = g / g.abs().amax(dim=1, keepdim=True) * keyed.uniform(lanes, 1, first=12)
+    assert torch.equal(noise, expected.view(3, 3, 4))

@@ -13,7 +13,8 @@ v0 = clip(center + eps * u, lo, hi), where the offset u (in units of the radius 
 On-manifold attacks run this same engine, so they draw the same start in their code, latent or transformation
 boxes, eps then being in the decoder input's own units. Two step rules: signed gradient (Madry et al.; the
 default) and Adam on the perturbation (the original implementation's choice). Random starts are drawn per
-(seed, example index, restart), so a result never depends on batch size, chunking or how restarts are laid out.
+(seed, example index, restart) by a counter-based generator on the attack's device (`keyed`), so a result never
+depends on batch size, chunking, how restarts are laid out or where the starts are drawn.
 
 What each restart keeps:
 - early_stop=True (evaluation): the first iterate that is misclassified; the example then leaves the active
@@ -24,7 +25,8 @@ A restart counts as successful when the iterate it keeps is misclassified.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -33,9 +35,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from . import keyed
+
 Decoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # (model, positions in the training set, their labels, attack settings) -> adversarial images, for training.
-Adversary = Callable[[nn.Module, torch.Tensor, torch.Tensor, "AttackConfig"], torch.Tensor]
+# Stacked models of different N (`stacked.train_stacked`) add `blocks=`, the N of each model's block of rows,
+# for adversaries whose examples depend on the training set (the learned manifold's data-range box).
+Adversary = Callable[..., torch.Tensor]
 STEP_RULES = ("sign", "adam")
 LAYOUTS = ("auto", "sequential", "folded")
 STARTS = ("uniform", "distance_direction")
@@ -130,30 +136,32 @@ def success_rates(success: np.ndarray | torch.Tensor, correct: np.ndarray | torc
     }
 
 
-def start_offset(shape: tuple[int, ...], start: str, gen: torch.Generator) -> torch.Tensor:
-    """One restart's offset from the center in units of eps (see the module docstring for the two starts)."""
+def restart_noise(indices: torch.Tensor, restart: int | torch.Tensor, shape: tuple[int, ...],
+                  seed: int | Sequence[int] | torch.Tensor, start: str = "uniform",
+                  device: torch.device | str | None = None) -> torch.Tensor:
+    """Each example's offset from the center in units of eps (see the module docstring for the two starts),
+    determined by (seed, example index, restart) alone; `seed` and `restart` are one int for all examples or
+    one per example.
+
+    All examples are drawn at once, on `device` (by default that of `indices`), by the counter-based generator
+    of `keyed`: an example's offset is the same whatever its batch, its place in it or the device. The start
+    rule is part of the key, so the two starts draw independent numbers."""
+    if start not in STARTS:
+        raise ValueError(f"start must be one of {STARTS}, got '{start}'")
+    device = indices.device if device is None else torch.device(device)
+    n = len(indices)
+    if not isinstance(seed, int):
+        seed = torch.as_tensor(seed, dtype=torch.int64, device=device)
+        if len(seed) != n:
+            raise ValueError(f"one seed per example is needed: {n} examples, {len(seed)} seeds")
+    lanes = keyed.keys([seed, indices, restart, STARTS.index(start)], device)
+    lanes = tuple(lane.expand(n) for lane in lanes)
+    d = math.prod(shape)
     if start == "uniform":
-        return torch.rand(shape, generator=gen, device=gen.device) * 2 - 1
-    if start == "distance_direction":
-        g = torch.randn(shape, generator=gen, device=gen.device)
-        return g / g.abs().max() * torch.rand((), generator=gen, device=gen.device)
-    raise ValueError(f"start must be one of {STARTS}, got '{start}'")
-
-
-def restart_noise(indices: torch.Tensor, restart: int, shape: tuple[int, ...], seed: int | list[int],
-                  start: str = "uniform") -> torch.Tensor:
-    """`start_offset` of `shape` for each example, determined by (seed, example index, restart) alone; `seed`
-    is one int, or one per example.
-
-    Drawn on the CPU, whatever the attack's device, so that the starts are the same on every device."""
-    out = torch.empty(len(indices), *shape, device="cpu")
-    seeds = [seed] * len(indices) if isinstance(seed, int) else seed
-    if len(seeds) != len(indices):
-        raise ValueError(f"one seed per example is needed: {len(indices)} examples, {len(seeds)} seeds")
-    for row, (index, row_seed) in enumerate(zip(indices.tolist(), seeds)):
-        state = np.random.SeedSequence((row_seed, index, restart)).generate_state(1, dtype=np.uint64)[0]
-        out[row] = start_offset(shape, start, torch.Generator().manual_seed(int(state)))
-    return out
+        return (keyed.uniform(lanes, d) * 2 - 1).view(n, *shape)
+    g = keyed.normal(lanes, d)
+    radius = keyed.uniform(lanes, 1, first=d + d % 2)  # after the words of the Gaussian coordinates
+    return (g / g.abs().amax(dim=1, keepdim=True) * radius).view(n, *shape)
 
 
 def resolve_layout(layout: str, device: torch.device) -> str:
@@ -240,8 +248,8 @@ def box_attack(model: nn.Module, decode: Decoder, center: torch.Tensor, lo: torc
     """
     n = len(center)
     device = center.device
-    indices = torch.arange(n, device="cpu") if indices is None else indices.cpu()
-    seeds = cfg.row_seeds(n)
+    indices = torch.arange(n, device=device) if indices is None else indices.to(device)
+    seeds = torch.tensor(cfg.row_seeds(n), dtype=torch.int64, device=device)
     layout = resolve_layout(cfg.layout, device)
     shape = tuple(center.shape[1:])
     out_v = torch.empty(n, cfg.restarts, *shape, device=device, dtype=center.dtype)
@@ -259,8 +267,10 @@ def box_attack(model: nn.Module, decode: Decoder, center: torch.Tensor, lo: torc
         for start, restarts in tqdm(batches, desc=f"attack {n} examples ({layout} restarts)", disable=not progress):
             sl = slice(start, min(start + cfg.batch_size, n))
             k = len(restarts)
-            noise = torch.cat([restart_noise(indices[sl], r, shape, seeds[sl], cfg.start) for r in restarts])
-            noise = noise.to(device, center.dtype)
+            # All restarts of the batch in one draw, restart-major as the rows are folded below.
+            restart_of_row = torch.tensor(restarts, device=device).repeat_interleave(sl.stop - sl.start)
+            noise = restart_noise(indices[sl].repeat(k), restart_of_row, shape, seeds[sl].repeat(k), cfg.start)
+            noise = noise.to(center.dtype)
             rep = lambda t: t[sl].repeat(k, *([1] * (t.dim() - 1)))  # noqa: E731 (restart-major folding)
             c, l, h = rep(center), rep(lo), rep(hi)
             v0 = torch.maximum(torch.minimum(c + cfg.eps * noise, h), l)
@@ -293,7 +303,8 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Attac
 
 def pgd_adversary(images: torch.Tensor) -> Adversary:
     """Adversarial training's PGD examples for the training images at the given positions."""
-    def attack(model: nn.Module, pos: torch.Tensor, y: torch.Tensor, cfg: AttackConfig) -> torch.Tensor:
+    def attack(model: nn.Module, pos: torch.Tensor, y: torch.Tensor, cfg: AttackConfig,
+               blocks: tuple[int, ...] | None = None) -> torch.Tensor:
         return pgd(model, images[pos], y, cfg, indices=pos.cpu()).variables[:, 0]
     return attack
 
