@@ -19,9 +19,10 @@ from manifold_robustness import stages
 from manifold_robustness.attacks import AttackConfig, pgd, pgd_adversary
 from manifold_robustness.data import write_dataset
 from manifold_robustness.models import build_classifier, load_classifier
-from manifold_robustness.onmanifold import ClassDecoders, learned_manifold_adversary
+from manifold_robustness.device import Adam
+from manifold_robustness.onmanifold import ClassDecoders, latent_box, learned_manifold_adversary
 from manifold_robustness.stacked import (LAYOUTS, GroupedClassifier, StackedClassifier, check_settings,
-                                         resolve_engine, train_stacked)
+                                         resolve_engine, runs, train_stacked)
 from manifold_robustness.training import TrainConfig, predict, train_classifier
 from manifold_robustness.vaegan import VAEGAN, VAEGANConfig
 
@@ -115,6 +116,81 @@ def test_an_uneven_last_batch_and_a_fully_clean_fraction(float64, small_train):
     for cfgs in (configs("adversarial"), configs("adversarial", adversarial_fraction=0.0)):
         assert_same_training(train_stacked(images, labels, cfgs, progress=False),
                              train_alone(images, labels, cfgs))
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("mode", ["normal", "adversarial"])
+def test_models_of_different_n_in_one_lock_step_equal_each_trained_alone(float64, small_train, mode, layout):
+    """N = 40, 110 and 120 (seeds 3, 0, 7) and a second model at N = 110 (seed 3), batches of 40: each model
+    trains on its own first N images, in its own epochs (the N = 40 model is in its second epoch at the
+    second step, at another learning rate and attack seed) and stops after its own steps (2 against 6); at
+    every epoch's third step the N = 110 models take batches of 30 beside the N = 120 model's 40."""
+    images, labels = small_train
+    cfgs = configs(mode) + configs(mode)[:1]
+    ns = [40, 110, 120, 110]
+    stacked = train_stacked(images, labels, cfgs, progress=False, layout=layout, n_train=ns)
+    alone = [train_classifier(images[:n], labels[:n], c, progress=False) for c, n in zip(cfgs, ns)]
+    assert_same_training(stacked, ([a[0] for a in alone], [a[1] for a in alone]))
+    assert [len(h) for h in stacked[1]] == [2] * 4
+    # Same seed, other N: another model.
+    assert not torch.allclose(stacked[0][0].state_dict()["fc2.weight"], stacked[0][3].state_dict()["fc2.weight"])
+
+
+def test_learned_manifold_models_of_different_n_keep_their_own_latent_box(float64, small_train):
+    """With the data-range box, a model's latent box is that of its own N training latents: stacked with a
+    model of another N, each is attacked in its own box, as when trained alone."""
+    images, labels = small_train
+    vaegans = []
+    for c in range(10):
+        torch.manual_seed(c)
+        vaegans.append(VAEGAN(VAEGANConfig(channels=(8, 16, 32), seed=c)).eval())
+    decoders = ClassDecoders(vaegans)
+    latents = decoders.encode_mean(images, labels)
+
+    def box(n):
+        return latent_box(latents[:n], labels[:n], "data_range", decoders.bound)
+
+    assert not torch.equal(box(40)[0], box(120)[0][:40])  # the two N really have different boxes
+    cfgs = configs("onmanifold_learned")[:2]
+    ns = [40, 120]
+    stacked = train_stacked(images, labels, cfgs, progress=False, n_train=ns,
+                            adversary=learned_manifold_adversary(decoders, latents, box))
+    alone = [train_classifier(images[:n], labels[:n], c, progress=False,
+                              adversary=learned_manifold_adversary(decoders, latents[:n], box(n)))
+             for c, n in zip(cfgs, ns)]
+    assert_same_training(stacked, ([a[0] for a in alone], [a[1] for a in alone]))
+    # The box of the largest N for both would train the N = 40 model otherwise.
+    wrong = train_classifier(images[:40], labels[:40], cfgs[0], progress=False,
+                             adversary=learned_manifold_adversary(decoders, latents, box(120)))
+    assert not torch.allclose(wrong[0].state_dict()["fc2.weight"], stacked[0][0].state_dict()["fc2.weight"],
+                              atol=PARAM_ATOL, rtol=0)
+
+
+def test_adam_steps_only_the_given_rows_each_at_its_rate(float64):
+    """Rows 0-1 at lr 0.1 and row 2 at 0.01 step as fused Adam on those rows alone; row 3 keeps its value and
+    state."""
+    torch.manual_seed(0)
+    start, grads = torch.randn(4, 5), [torch.randn(4, 5) for _ in range(3)]
+    p = torch.nn.Parameter(start.clone())
+    opt = Adam([p], lr=1.0, weight_decay=1e-4)
+    rates = [(slice(0, 2), 0.1), (slice(2, 3), 0.01)]
+    alone = [torch.nn.Parameter(start[rows].clone()) for rows, _ in rates]
+    solo = [torch.optim.Adam([q], lr=lr, weight_decay=1e-4, fused=True) for q, (_, lr) in zip(alone, rates)]
+    for g in grads:
+        p.grad = g.clone()
+        opt.step_rows(rates)
+        for q, opt_q, (rows, _) in zip(alone, solo, rates):
+            q.grad = g[rows].clone()
+            opt_q.step()
+    for q, (rows, _) in zip(alone, rates):
+        torch.testing.assert_close(p.detach()[rows], q.detach(), atol=1e-14, rtol=0)
+    assert torch.equal(p.detach()[3], start[3]) and not opt.exp_avg[0][3].any()
+    assert float(opt.steps[0]) == 3
+
+
+def test_runs_are_maximal_slices_of_equal_values():
+    assert runs([40, 40, 30, 40]) == [slice(0, 2), slice(2, 3), slice(3, 4)]
+    assert runs([1]) == [slice(0, 1)] and runs([]) == []
 
 
 @pytest.mark.parametrize("layout", [GroupedClassifier, StackedClassifier])

@@ -65,6 +65,23 @@ class Adam:
             return
         pick = lambda items: [items[i] for i in live]  # noqa: E731
         params = pick(self.params)
-        adam_update(params, [p.grad for p in params], pick(self.exp_avg), pick(self.exp_avg_sq), [], pick(self.steps),
-                    foreach=False, fused=True, amsgrad=False, beta1=self.betas[0], beta2=self.betas[1], lr=self.lr,
-                    weight_decay=self.weight_decay, eps=self.eps, maximize=False)
+        self._update(params, [p.grad for p in params], pick(self.exp_avg), pick(self.exp_avg_sq), pick(self.steps),
+                     self.lr)
+
+    @torch.no_grad()
+    def step_rows(self, rows: list[tuple[slice, float]]) -> None:
+        """One step of stacked parameters (models along the first dimension) for the models in each slice, each
+        slice at its own learning rate; models in no slice are left as they are, state included. The stepped
+        models share one step count (they have all stepped at every step so far, as in the stacked engine)."""
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        for sl, lr in rows:
+            params = [self.params[i][sl] for i in live]  # views: the kernel updates the stacks in place
+            self._update(params, [self.params[i].grad[sl] for i in live], [self.exp_avg[i][sl] for i in live],
+                         [self.exp_avg_sq[i][sl] for i in live], [self.steps[i].clone() for i in live], lr)
+        for i in live:
+            self.steps[i].add_(1)
+
+    def _update(self, params, grads, exp_avg, exp_avg_sq, steps, lr: float) -> None:
+        adam_update(params, grads, exp_avg, exp_avg_sq, [], steps, foreach=False, fused=True, amsgrad=False,
+                    beta1=self.betas[0], beta2=self.betas[1], lr=lr, weight_decay=self.weight_decay, eps=self.eps,
+                    maximize=False)

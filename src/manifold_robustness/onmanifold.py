@@ -181,18 +181,30 @@ def transformation_attack(model: nn.Module, images: torch.Tensor, labels: torch.
 def true_manifold_adversary(glyphs: torch.Tensor, font: torch.Tensor, codes: torch.Tensor,
                             ranges: TransformRanges) -> Adversary:
     """On-manifold training examples on the true FONTS manifold, from the training images' own codes."""
-    def attack(model: nn.Module, pos: torch.Tensor, y: torch.Tensor, cfg: AttackConfig) -> torch.Tensor:
+    def attack(model: nn.Module, pos: torch.Tensor, y: torch.Tensor, cfg: AttackConfig,
+               blocks: tuple[int, ...] | None = None) -> torch.Tensor:
         result, decode = true_manifold_attack(model, glyphs, font[pos], y, codes[pos], ranges, cfg, pos.cpu())
         return decoded_images(result, decode, restart=0)
     return attack
 
 
 def learned_manifold_adversary(decoders: ClassDecoders, latents: torch.Tensor,
-                               box: tuple[torch.Tensor, torch.Tensor] | None = None) -> Adversary:
+                               box: tuple[torch.Tensor, torch.Tensor] | Callable[[int], tuple] | None = None,
+                               ) -> Adversary:
     """On-manifold training examples on the learned manifold, from the training images' encoder means; `box`:
-    per training image, the latent box (as `latent_box` gives it), None for the prior's."""
-    def attack(model: nn.Module, pos: torch.Tensor, y: torch.Tensor, cfg: AttackConfig) -> torch.Tensor:
-        rows_box = None if box is None else (box[0][pos], box[1][pos])
+    per training image, the latent box (as `latent_box` gives it), None for the prior's; or, where it depends
+    on the training set, a function of N giving the box per image of a model trained on the first N images.
+    Stacked models of different N are attacked in one call whose rows come in equal blocks, one per model:
+    `blocks` then names the N of each block (otherwise every row is of a model trained on all `latents`)."""
+    def attack(model: nn.Module, pos: torch.Tensor, y: torch.Tensor, cfg: AttackConfig,
+               blocks: tuple[int, ...] | None = None) -> torch.Tensor:
+        rows_box = None
+        if callable(box):
+            per_block = pos.tensor_split(len(blocks)) if blocks else [pos]
+            parts = [box(n) for n in (blocks or (len(latents),))]
+            rows_box = tuple(torch.cat([part[i][p] for part, p in zip(parts, per_block)]) for i in range(2))
+        elif box is not None:
+            rows_box = (box[0][pos], box[1][pos])
         result, decode = learned_manifold_attack(model, decoders, latents[pos], y, cfg, pos.cpu(), box=rows_box)
         return decoded_images(result, decode, restart=0)
     return attack
@@ -200,7 +212,8 @@ def learned_manifold_adversary(decoders: ClassDecoders, latents: torch.Tensor,
 
 def transformation_adversary(images: torch.Tensor, ranges: TransformRanges) -> Adversary:
     """Adversarially transformed training images."""
-    def attack(model: nn.Module, pos: torch.Tensor, y: torch.Tensor, cfg: AttackConfig) -> torch.Tensor:
+    def attack(model: nn.Module, pos: torch.Tensor, y: torch.Tensor, cfg: AttackConfig,
+               blocks: tuple[int, ...] | None = None) -> torch.Tensor:
         result, decode = transformation_attack(model, images[pos], y, ranges, cfg, pos.cpu())
         return decoded_images(result, decode, restart=0)
     return attack

@@ -92,14 +92,15 @@ class StackedClassifier(nn.Module):
         self._skeleton[0].train(mode)
         return self
 
-    def forward_stacked(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_stacked(self, x: torch.Tensor, models: slice = slice(None)) -> torch.Tensor:
         """(M, b, C, H, W) -> (M, b, classes) as `torch.func.vmap` of `functional_call` over the stacked
-        dimension. vmap's batching rules make the M convolutions one grouped convolution and the linear layers
+        dimension; `models` (a slice of the stack) runs only those models, x then holding their inputs alone.
+        vmap's batching rules make the M convolutions one grouped convolution and the linear layers
         batched matmuls, and update the stacked batch-norm buffers in place; they also add reshapes, copies and
         fills, so a step launches about twice the operators of the grouped layout (benchmarks/speed.py)."""
-        self.check_stacked(x)
-        params = {n: self.stacked(n) for n in self._param_names}
-        buffers = {n: self.stacked(n) for n in self._buffer_names}
+        self.check_stacked(x, models)
+        params = {n: self.stacked(n)[models] for n in self._param_names}
+        buffers = {n: self.stacked(n)[models] for n in self._buffer_names}
         skeleton = self._skeleton[0]
 
         def one(p: dict, b: dict, xm: torch.Tensor) -> torch.Tensor:
@@ -107,14 +108,20 @@ class StackedClassifier(nn.Module):
 
         return vmap(one)(params, buffers, x)
 
-    def check_stacked(self, x: torch.Tensor) -> None:
-        if len(x) != self.n_models:
-            raise ValueError(f"expected inputs for {self.n_models} models along dim 0, got shape {tuple(x.shape)}")
+    def count(self, models: slice) -> int:
+        return len(range(self.n_models)[models])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if len(x) % self.n_models:
-            raise ValueError(f"a flat batch of {len(x)} rows cannot be split evenly among {self.n_models} models")
-        out = self.forward_stacked(x.reshape(self.n_models, -1, *x.shape[1:]))
+    def check_stacked(self, x: torch.Tensor, models: slice = slice(None)) -> None:
+        if len(x) != self.count(models):
+            raise ValueError(f"expected inputs for {self.count(models)} models along dim 0, got shape "
+                             f"{tuple(x.shape)}")
+
+    def forward(self, x: torch.Tensor, models: slice = slice(None)) -> torch.Tensor:
+        """A flat batch, model after model (rows [m b, (m + 1) b) go to the m-th model of `models`)."""
+        m = self.count(models)
+        if len(x) % m:
+            raise ValueError(f"a flat batch of {len(x)} rows cannot be split evenly among {m} models")
+        out = self.forward_stacked(x.reshape(m, -1, *x.shape[1:]), models)
         return out.reshape(len(x), *out.shape[2:])
 
     def unstack(self, model_cfg: ClassifierConfig = ClassifierConfig()) -> list[Classifier]:
@@ -134,101 +141,177 @@ class GroupedClassifier(StackedClassifier):
     one model's data, so its statistics are that model's), the linear layers as batched matmuls. A step
     launches about the operators of one model's step, for M times the images."""
 
-    def forward_stacked(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_stacked(x)
+    def forward_stacked(self, x: torch.Tensor, models: slice = slice(None)) -> torch.Tensor:
+        self.check_stacked(x, models)
         m, b = x.shape[:2]
+        stacked = lambda name: self.stacked(name)[models]  # noqa: E731 (a view: batch norm updates in place)
         h = x.transpose(0, 1).reshape(b, m * x.shape[2], *x.shape[3:])  # (b, M x C, H, W), model-major channels
         for i, layer in enumerate(self._skeleton[0].features):
             name = f"features.{i}"
             if isinstance(layer, nn.Conv2d):
-                w = self.stacked(f"{name}.weight")
-                h = F.conv2d(h, w.reshape(m * w.shape[1], *w.shape[2:]), self.stacked(f"{name}.bias").reshape(-1),
+                w = stacked(f"{name}.weight")
+                h = F.conv2d(h, w.reshape(m * w.shape[1], *w.shape[2:]), stacked(f"{name}.bias").reshape(-1),
                              stride=layer.stride, padding=layer.padding, groups=m)
             elif isinstance(layer, nn.ReLU):
                 h = F.relu(h)
             elif isinstance(layer, nn.BatchNorm2d):
                 if self.training:
-                    self.stacked(f"{name}.num_batches_tracked").add_(1)
-                h = F.batch_norm(h, self.stacked(f"{name}.running_mean").view(-1),
-                                 self.stacked(f"{name}.running_var").view(-1), self.stacked(f"{name}.weight").reshape(-1),
-                                 self.stacked(f"{name}.bias").reshape(-1), self.training, layer.momentum, layer.eps)
+                    stacked(f"{name}.num_batches_tracked").add_(1)
+                h = F.batch_norm(h, stacked(f"{name}.running_mean").view(-1),
+                                 stacked(f"{name}.running_var").view(-1), stacked(f"{name}.weight").reshape(-1),
+                                 stacked(f"{name}.bias").reshape(-1), self.training, layer.momentum, layer.eps)
             else:
                 raise TypeError(f"the grouped layout has no rule for {type(layer).__name__}; use the vmap one")
         h = h.reshape(b, m, -1).transpose(0, 1)  # (M, b, features)
         for fc in ("fc1", "fc2"):
-            h = torch.baddbmm(self.stacked(f"{fc}.bias").unsqueeze(1), h, self.stacked(f"{fc}.weight").transpose(1, 2))
+            h = torch.baddbmm(stacked(f"{fc}.bias").unsqueeze(1), h, stacked(f"{fc}.weight").transpose(1, 2))
         return h
 
 
 LAYOUTS = {"grouped": GroupedClassifier, "vmap": StackedClassifier}
 
 
-def check_settings(cfgs: Sequence[TrainConfig]) -> None:
-    """Models trained in lock step must differ in their seed alone."""
+class Rows(nn.Module):
+    """Some models of a stack (a slice), seen as one model of a flat batch: what the attacks take. Switching
+    its mode switches the whole stack's."""
+
+    def __init__(self, stack: StackedClassifier, models: slice):
+        super().__init__()
+        self.stack, self.models = stack, models
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stack(x, self.models)
+
+
+def check_settings(cfgs: Sequence[TrainConfig], n_train: Sequence[int] | None = None) -> None:
+    """Models trained in lock step must differ in their seed (and their N) alone, each pair (seed, N) once."""
     if not cfgs:
         raise ValueError("no models to train: the setting has no seeds")
     shared = {replace(c, seed=0) for c in cfgs}
     if len(shared) > 1:
         raise ValueError(f"models trained together must differ only in their seed; got settings {sorted(map(str, shared))}")
-    seeds = [c.seed for c in cfgs]
-    if len(set(seeds)) < len(seeds):
-        raise ValueError(f"each stacked model needs a seed of its own, got {seeds}")
+    keys = [(c.seed, n) for c, n in zip(cfgs, n_train or [0] * len(cfgs))]
+    if len(set(keys)) < len(keys):
+        seeds = [c.seed for c in cfgs]
+        raise ValueError(f"each stacked model needs a seed of its own (per N), got seeds {seeds}"
+                         + (f" for N {list(n_train)}" if n_train else ""))
 
 
-def stacked_adversarial_batch(model: StackedClassifier, x: torch.Tensor, y: torch.Tensor, batch: torch.Tensor,
-                              cfgs: Sequence[TrainConfig], epoch: int, adversary: Adversary) -> torch.Tensor:
-    """`training.adversarial_batch` for M models at once: x (M, b, ...), y and batch (M, b). One attack runs
-    on the adversarial rows of all M, each row's start drawn from its own model's seed."""
+def stacked_adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: torch.Tensor,
+                              cfgs: Sequence[TrainConfig], epochs: Sequence[int], adversary: Adversary,
+                              blocks: Sequence[int] | None = None) -> torch.Tensor:
+    """`training.adversarial_batch` for M models at once: x (M, b, ...), y and batch (M, b), model m in its
+    epoch `epochs[m]`. One attack runs on the adversarial rows of all M, each row's start drawn from its own
+    model's seed; `blocks`, the N of each model where they differ, goes to the adversary."""
     k = clean_count(x.shape[1], cfgs[0])
     if k == x.shape[1]:
         return x
     pos, labels = batch[:, k:].reshape(-1), y[:, k:].reshape(-1)
-    attack = replace(training_config(cfgs[0].attack), seed=tuple(attack_seed(c, epoch) for c in cfgs),
+    attack = replace(training_config(cfgs[0].attack), seed=tuple(attack_seed(c, e) for c, e in zip(cfgs, epochs)),
                      batch_size=len(pos))
-    adversarial = adversary(model, pos, labels, attack).detach()
+    extra = {"blocks": tuple(blocks)} if blocks is not None and len(set(blocks)) > 1 else {}
+    adversarial = adversary(model, pos, labels, attack, **extra).detach()
     return torch.cat([x[:, :k], adversarial.reshape(len(cfgs), -1, *x.shape[2:])], dim=1)
+
+
+def runs(values: Sequence) -> list[slice]:
+    """Maximal slices of equal consecutive values."""
+    out, start = [], 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[start]:
+            out.append(slice(start, i))
+            start = i
+    return out
+
+
+class Schedule:
+    """One model's batches: epoch after epoch, a fresh permutation of its N positions from its own generator,
+    split into batches, exactly as `train_classifier` draws them."""
+
+    def __init__(self, cfg: TrainConfig, n: int):
+        self.cfg, self.n = cfg, n
+        self.per_epoch = -(-n // cfg.batch_size)
+        self.total = cfg.epochs * self.per_epoch
+        self.shuffle = torch.Generator().manual_seed(cfg.seed)
+        self.epoch, self.step, self.batches = -1, 0, []
+
+    def batch(self, t: int) -> torch.Tensor:
+        """The positions of global step t (the model's own t-th step)."""
+        epoch, self.step = divmod(t, self.per_epoch)
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.batches = list(torch.randperm(self.n, generator=self.shuffle).split(self.cfg.batch_size))
+        return self.batches[self.step]
+
+    def epoch_ends(self) -> bool:
+        return self.step == self.per_epoch - 1
 
 
 def train_stacked(images: torch.Tensor, labels: torch.Tensor, cfgs: Sequence[TrainConfig],
                   model_cfg: ClassifierConfig = ClassifierConfig(), progress: bool = True,
                   adversary: Adversary | None = None, layout: str = "grouped",
-                  ) -> tuple[list[nn.Module], list[list[dict]]]:
+                  n_train: Sequence[int] | None = None) -> tuple[list[nn.Module], list[list[dict]]]:
     """Train one fresh classifier per config (the configs differ only in their seed) on (images, labels), in
     lock step as one stacked model (`layout`: grouped or vmap); returns the models and each one's per-epoch
-    history, as `train_classifier` would for each. The seconds of an epoch are those of the whole stack."""
+    history, as `train_classifier` would for each.
+
+    `n_train`, one per config, trains model m on the first n_train[m] images alone (nested subsets, as
+    `data.training_subset` makes them; default: all images for every model). Models of different N share
+    the lock step: each draws its own batches from its own N, is in its own epoch (learning rate, attack seed)
+    and stops after its own number of steps. The stack is ordered by steps, most first, so the models still
+    training are always a leading slice of it: a step runs that slice, split only where batch sizes differ
+    (a model's last, smaller batch of an epoch), and Adam steps it slice by slice of equal learning rate.
+    The seconds of an epoch are those of the whole stack."""
     if layout not in LAYOUTS:
         raise ValueError(f"stacked layout must be one of {tuple(LAYOUTS)}, got '{layout}'")
-    check_settings(cfgs)
-    cfg = cfgs[0]
-    adversary = check_adversary(cfg, adversary, images)
-    device, n, m = images.device, len(images), len(cfgs)
+    n_train = [len(images)] * len(cfgs) if n_train is None else [int(n) for n in n_train]
+    if len(n_train) != len(cfgs) or not all(0 < n <= len(images) for n in n_train):
+        raise ValueError(f"n_train needs one N in [1, {len(images)}] per model, got {n_train} for {len(cfgs)} "
+                         "models")
+    check_settings(cfgs, n_train)
+    adversary = check_adversary(cfgs[0], adversary, images)
+    device = images.device
+    schedules = [Schedule(c, n) for c, n in zip(cfgs, n_train)]
+    order = sorted(range(len(cfgs)), key=lambda i: -schedules[i].total)  # stable: ties keep their order
+    cfgs, n_train, schedules = [cfgs[i] for i in order], [n_train[i] for i in order], [schedules[i] for i in order]
     models = []
     for c in cfgs:
         torch.manual_seed(c.seed)
         models.append(build_classifier(model_cfg).to(device))
     model = LAYOUTS[layout](models)
-    optimizer = Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    shuffles = [torch.Generator().manual_seed(c.seed) for c in cfgs]
+    optimizer = Adam(model.parameters(), lr=cfgs[0].lr, weight_decay=cfgs[0].weight_decay)
     histories: list[list[dict]] = [[] for _ in cfgs]
-    bar = tqdm(range(cfg.epochs), desc=f"train {m} stacked {cfg.mode} N={n}", disable=not progress, mininterval=5)
-    for epoch in bar:
-        optimizer.lr = learning_rate(epoch, cfg)
-        start = time.perf_counter()
-        total, count = torch.zeros(m, dtype=torch.float64, device=device), 0
-        model.train()
-        orders = torch.stack([torch.randperm(n, generator=g) for g in shuffles]).to(device)
-        for batch in orders.split(cfg.batch_size, dim=1):
+    totals = torch.zeros(len(cfgs), dtype=torch.float64, device=device)  # loss x examples, this epoch
+    started = [time.perf_counter()] * len(cfgs)
+    steps = schedules[0].total
+    bar = tqdm(range(steps), desc=f"train {len(cfgs)} stacked {cfgs[0].mode} N={sorted(set(n_train))}",
+               disable=not progress, mininterval=5)
+    model.train()
+    for t in bar:
+        active = sum(s.total > t for s in schedules)
+        batches = [s.batch(t) for s in schedules[:active]]
+        epochs = [s.epoch for s in schedules[:active]]
+        loss = torch.zeros((), device=device)
+        for rows in runs([len(b) for b in batches]):
+            batch = torch.stack(batches[rows]).to(device)
             x, y = images[batch], labels[batch]
-            if cfg.mode != "normal":
-                x = stacked_adversarial_batch(model, x, y, batch, cfgs, epoch, adversary)
-            logits = model.forward_stacked(x)
-            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(m, -1).mean(dim=1)
-            optimizer.zero_grad()
-            losses.sum().backward()
-            optimizer.step()
-            total, count = total + losses.detach().double() * y.shape[1], count + y.shape[1]
-        seconds = time.perf_counter() - start
-        for c, history, loss in zip(cfgs, histories, (total / count).tolist()):
-            history.append(epoch_record(epoch, c, loss, seconds))
-        bar.set_postfix(loss=f"{float(total.mean()) / count:.3f}")
-    return model.unstack(model_cfg), histories
+            if cfgs[0].mode != "normal":
+                x = stacked_adversarial_batch(Rows(model, rows), x, y, batch, cfgs[rows], epochs[rows], adversary,
+                                              n_train[rows])
+            logits = model.forward_stacked(x, rows)
+            losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(len(x), -1).mean(dim=1)
+            loss = loss + losses.sum()
+            totals[rows] += losses.detach().double() * y.shape[1]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step_rows([(rows, learning_rate(epochs[rows.start], cfgs[0])) for rows in runs(epochs)])
+        ending = [m for m in range(active) if schedules[m].epoch_ends()]
+        if ending:
+            now, mean_loss = time.perf_counter(), (totals / torch.tensor(n_train, device=device)).tolist()
+            for m in ending:
+                histories[m].append(epoch_record(epochs[m], cfgs[m], mean_loss[m], now - started[m]))
+                totals[m], started[m] = 0.0, now
+            bar.set_postfix(loss=f"{mean_loss[ending[0]]:.3f}")
+    unstacked = model.unstack(model_cfg)
+    back = sorted(range(len(order)), key=lambda j: order[j])  # stack position of each input config
+    return [unstacked[j] for j in back], [histories[j] for j in back]

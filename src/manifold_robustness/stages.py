@@ -3,6 +3,7 @@ knows nothing of Snakemake, so the tests run exactly what the workflow runs."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -145,29 +146,33 @@ def training_adversary(mode: str, data_path: str, train: dict, images: torch.Ten
         setting = cls_cfg["onmanifold_attack"]["latent_box"]
         log.info("training latents outside [-%g, %g]: %s; latent box: %s", decoders.bound, decoders.bound,
                  clamped_shares(latents, decoders.bound), setting)
-        return learned_manifold_adversary(decoders, latents, latent_box(latents, labels, setting, decoders.bound))
+        # The box of a model trained on the first n images (data_range: their own ranges), made once per n.
+        box = functools.cache(lambda n: latent_box(latents[:n], labels[:n], setting, decoders.bound))
+        return learned_manifold_adversary(decoders, latents, box)
     if mode == "transformation":
         return transformation_adversary(images, transformation_ranges(data_path, cls_cfg["transformation_attack"]))
     raise ValueError(f"unknown training mode '{mode}'")
 
 
 def train_setting(data_path: str, model_paths: list[str], metrics_paths: list[str], dataset: str, mode: str,
-                  n_train: int, seeds: list[int], cls_cfg: dict, device_name: str = "auto", threads: int = 1,
-                  vaegan_paths: list[str] | None = None) -> list[dict]:
+                  n_train: int | list[int], seeds: list[int], cls_cfg: dict, device_name: str = "auto",
+                  threads: int = 1, vaegan_paths: list[str] | None = None) -> list[dict]:
     """Train the classifiers of one setting (dataset, mode, N), one per seed, on the first `n_train` images of
-    the fixed permutation; write each one's model and metrics.
+    the fixed permutation; write each one's model and metrics. `n_train` may also give one N per model: the
+    settings of several N then train in one job (`classifiers.lock_step: all_n`).
 
-    The data, the adversary (decoders, latents) and the test set are loaded once for all seeds. The engine
-    (`classifiers.engine`) trains the seeds stacked in lock step or one after another; both give each model
+    The data, the adversary (decoders, latents) and the test set are loaded once for all models. The engine
+    (`classifiers.engine`) trains them stacked in lock step or one after another; both give each model
     what training it alone gives (tests/test_stacked.py)."""
-    if not len(model_paths) == len(metrics_paths) == len(seeds):
-        raise ValueError(f"one model and one metrics path per seed are needed: seeds {list(seeds)}, models "
-                         f"{list(model_paths)}, metrics {list(metrics_paths)}")
+    n_of = [int(n_train)] * len(seeds) if isinstance(n_train, int) else [int(n) for n in n_train]
+    if not len(model_paths) == len(metrics_paths) == len(seeds) == len(n_of):
+        raise ValueError(f"one model and one metrics path per seed are needed: seeds {list(seeds)}, N {n_of}, "
+                         f"models {list(model_paths)}, metrics {list(metrics_paths)}")
     device = resolve_device(device_name)
     configure_torch(threads, device)
     engine = resolve_engine(cls_cfg["engine"], device)
-    subset = training_subset(split_size(data_path, "train"), n_train, cls_cfg["subset_seed"])
-    train_data = read_split(data_path, "train", subset)
+    subset = training_subset(split_size(data_path, "train"), max(n_of), cls_cfg["subset_seed"])
+    train_data = read_split(data_path, "train", subset)  # nested subsets: model m trains on the first n_of[m]
     images = torch.from_numpy(train_data["images"]).to(device)
     labels = torch.from_numpy(train_data["labels"]).to(device)
     section = TRAINING_ATTACK.get(mode)
@@ -176,26 +181,30 @@ def train_setting(data_path: str, model_paths: list[str], metrics_paths: list[st
                         adversarial_fraction=cls_cfg["adversarial_fraction"],
                         attack=attack_config(cls_cfg[section]) if section else AttackConfig()) for seed in seeds]
     adversary = training_adversary(mode, data_path, train_data, images, labels, cls_cfg, vaegan_paths or [])
-    trained = []  # (model, history, seconds) per seed
+    trained = []  # (model, history, seconds) per model
     if engine == "stacked":
         start = time.perf_counter()
-        models, histories = train_stacked(images, labels, cfgs, adversary=adversary)
+        models, histories = train_stacked(images, labels, cfgs, adversary=adversary, n_train=n_of)
         seconds = time.perf_counter() - start
         trained = [(model, history, seconds) for model, history in zip(models, histories)]
     else:
-        for cfg in cfgs:
+        for cfg, n in zip(cfgs, n_of):
             start = time.perf_counter()
-            model, history = train_classifier(images, labels, cfg, adversary=adversary)
+            model, history = train_classifier(images[:n], labels[:n], cfg, adversary=adversary)
             trained.append((model, history, time.perf_counter() - start))
     test_images, test_labels = load_tensors(data_path, "test", device)
+    together = [[c.seed for c in cfgs], n_of]
     out = []
-    for cfg, (model, history, seconds), model_path, metrics_path in zip(cfgs, trained, model_paths, metrics_paths):
+    for cfg, n, (model, history, seconds), model_path, metrics_path in zip(cfgs, n_of, trained, model_paths,
+                                                                          metrics_paths):
         metrics = {
-            "dataset": dataset, "mode": mode, "n_train": n_train, "seed": cfg.seed, "epochs": cfg.epochs,
+            "dataset": dataset, "mode": mode, "n_train": n, "seed": cfg.seed, "epochs": cfg.epochs,
             "test_error": error_rate(model, test_images, test_labels),
-            "train_error": error_rate(model, images, labels),
+            "train_error": error_rate(model, images[:n], labels[:n]),
             "n_test": len(test_labels), "train_seconds": seconds, "history": history,
-            "engine": engine, "trained_with_seeds": [c.seed for c in cfgs] if engine == "stacked" else [cfg.seed],
+            "engine": engine,
+            "trained_with_seeds": together[0] if engine == "stacked" else [cfg.seed],
+            "trained_with_n": together[1] if engine == "stacked" else [n],
             "config": {k: v for k, v in cls_cfg.items() if k == section or k not in TRAINING_ATTACK.values()},
             "vaegans": list(vaegan_paths or []),
             "device": str(device), "threads": threads, "torch": torch.__version__, "package": __version__,
@@ -203,7 +212,7 @@ def train_setting(data_path: str, model_paths: list[str], metrics_paths: list[st
         }
         save_classifier(model, model_path)
         write_json(metrics_path, metrics)
-        log.info("%s %s N=%d seed=%d: test error %.4f (%.1fs, %s)", dataset, mode, n_train, cfg.seed,
+        log.info("%s %s N=%d seed=%d: test error %.4f (%.1fs, %s)", dataset, mode, n, cfg.seed,
                  metrics["test_error"], seconds, engine)
         out.append(metrics)
     return out
@@ -221,13 +230,21 @@ def for_each_model(stage, *per_model_paths: list[str]) -> list:
 def seeds_of(paths: list[str]) -> list[int]:
     """The seeds of a setting job's models, read from their folders (`.../seed{seed}/model.pt`): a job learns
     its seeds from its outputs, so that dropping a seed from the config reruns nothing."""
-    seeds = []
-    for path in paths:
-        match = re.fullmatch(r"seed(\d+)", Path(path).parent.name)
-        if not match:
-            raise ValueError(f"{path} is not in a seed folder (.../seed<number>/); the seed cannot be read from it")
-        seeds.append(int(match.group(1)))
-    return seeds
+    return [folder_number(path, 1, "seed") for path in paths]
+
+
+def n_train_of(paths: list[str]) -> list[int]:
+    """The N of each model of a job, read from its folder (`.../N{n}/seed{seed}/model.pt`)."""
+    return [folder_number(path, 2, "N") for path in paths]
+
+
+def folder_number(path: str, up: int, prefix: str) -> int:
+    """The number in the folder `up` levels above `path`, named `prefix` and the number."""
+    match = re.fullmatch(rf"{prefix}(\d+)", Path(path).parents[up - 1].name)
+    if not match:
+        name = {"seed": "a seed folder (.../seed<number>/)", "N": "an N folder (.../N<number>/seed<number>/)"}[prefix]
+        raise ValueError(f"{path} is not in {name}; the {'seed' if prefix == 'seed' else 'N'} cannot be read from it")
+    return int(match.group(1))
 
 
 def attack_pgd(data_path: str, model_path: str, out: str, pgd_cfg: dict, device_name: str = "auto",
