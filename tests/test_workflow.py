@@ -244,6 +244,30 @@ def test_a_grid_change_reruns_only_the_settings_it_changes(finished_run: Path, t
     assert "metrics_table" in counts  # the table holds the grid: it is rebuilt in every case
 
 
+def test_lock_step_all_n_trains_each_mode_in_one_job(finished_run: Path, tmp_path: Path) -> None:
+    """With lock_step all_n (and the stacked engine, here on the CPU), one job per (dataset, mode) trains both N
+    of the tiny grid in one lock step and writes the same files as the per-setting jobs: each model's metrics
+    name the models it trained with, and its test error is the per-setting job's, up to float rounding (the
+    stacked engine's grouped kernels sum in another order; tests/test_stacked.py checks it in float64)."""
+    workdir = tmp_path / "run"
+    shutil.copytree(finished_run, workdir, symlinks=True)
+    cfg = tiny_config()
+    cfg["classifiers"] = {**cfg["classifiers"], "lock_step": "all_n", "engine": "stacked"}
+    config = write_config(tmp_path / "all_n.yaml", cfg)
+    proc = snakemake(workdir, "--forcerun", "train_classifier_all_n", "--until", "train_classifier_all_n",
+                     "--show-failed-logs", config=config)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert job_counts(proc.stdout + proc.stderr) == {"train_classifier_all_n": 5}
+    for mode in MODES:
+        for n in (150, 300):
+            path = f"results/classifiers/fonts/{mode}/N{n}/seed0/metrics.json"
+            new, old = (json.loads((root / path).read_text()) for root in (workdir, finished_run))
+            assert new["n_train"] == n and new["engine"] == "stacked"
+            assert new["trained_with_n"] == [150, 300] and new["trained_with_seeds"] == [0, 0]
+            assert len(new["history"]) == old["epochs"] == 2
+            assert abs(new["test_error"] - old["test_error"]) <= 0.1, (mode, n)
+
+
 @pytest.mark.parametrize("setting", [{"per_font_class_test": 7}, {"geometry": "sampling"}])
 def test_fonts_setting_rerenders_the_data(finished_run: Path, tmp_path: Path, setting: dict) -> None:
     cfg = tiny_config()
@@ -412,6 +436,12 @@ def test_paper_grid_plans(tmp_path: Path) -> None:
     for dataset in ("fonts", "emnist", "fashion"):
         assert f"results/classifiers/{dataset}/transformation/N40000/seed4/model.pt" in out
     assert "results/classifiers/emnist/onmanifold_true" not in out
+    # In lock step across N: one training job per dataset and mode, the attacks as before.
+    proc = snakemake(tmp_path, "--dry-run", "--config", "classifiers={'lock_step': 'all_n'}",
+                     config=ROOT / "config" / "paper.yaml")
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts["train_classifier_all_n"] == 5 + 4 + 4 and "train_classifier" not in counts
+    assert counts["attack_pgd"] == settings
 
 
 @pytest.mark.parametrize("dataset", ["emnist", "fashion"])

@@ -69,6 +69,17 @@ def per_seed(pattern):
     return expand(pattern, seed=SEEDS, allow_missing=True)
 
 
+def all_n(pattern):
+    """`pattern` (with the RUN wildcards) for every N and seed, dataset and mode left open: a lock-step job's
+    files."""
+    return expand(
+        pattern,
+        n=sorted(config["classifiers"]["n_train"]),
+        seed=SEEDS,
+        allow_missing=True,
+    )
+
+
 def setting_runtime(minutes_per_model):
     """Scheduler runtime (minutes) of a setting job: one model's limit per seed."""
     return minutes_per_model * len(SEEDS)
@@ -272,7 +283,8 @@ def fonts_archive_dir(wildcards):
 
 # Keys of the classifiers section that lay out the grid: each job reads its own from its wildcards and
 # outputs, so adding or dropping a mode or an N reruns no job of the other settings, and dropping a seed none.
-GRID_KEYS = ("modes", "n_train", "seeds")
+# lock_step lays out jobs, not models (each model is the same either way, up to float rounding).
+GRID_KEYS = ("modes", "n_train", "seeds", "lock_step")
 
 
 def train_params(wildcards):
@@ -292,7 +304,12 @@ def gpu_count(wildcards):
 def training_priority(wildcards):
     """Start the longest training jobs first (cost grows with N, about 20x when half of each batch is attacked),
     so that short jobs fill the gaps instead of a long one running alone at the end."""
-    return int(wildcards.n) * (1 if wildcards.mode == "normal" else 20)
+    n = (
+        int(wildcards.n)
+        if "n" in wildcards.keys()
+        else max(config["classifiers"]["n_train"])
+    )
+    return n * (1 if wildcards.mode == "normal" else 20)
 
 
 def vaegan_priority(wildcards):
