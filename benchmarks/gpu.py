@@ -1,19 +1,25 @@
 """The paper grid's costs measured on one GPU, in a single run sized for a short lease of the machine.
 
 Sections (each prints as it goes and adds to one JSON file, so a run stopped at its limit keeps what it did):
-- `train`: seconds per training image-epoch of every training mode at the paper's attack (40 steps), with the
-  sequential engine (one model) and the stacked one (M models in lock step: grouped layout at several M, vmap
-  at M = 5), and the same stacked runs with the random starts drawn on the device instead of on the CPU.
-  Throughput does not depend on the images for training (no early stop), so the decoders here are paper-width
-  VAE-GANs with their initial weights and the true manifold's glyph bank is made of Fashion-MNIST images.
-- `precision`: five stacked seeds of normal (N 4000, 10 epochs) and adversarial (N 1000, 5 epochs) training
-  on Fashion-MNIST in strict fp32, in PyTorch's default (cuDNN convolutions in TF32), with TF32 matmuls too,
-  and under bf16 autocast: test error, the paper's PGD success and seconds for each.
-- `vaegan`: a paper-width VAE-GAN (channels 64, 128, 256) trained on one class in each precision: seconds per
-  image-epoch, and how far its bf16 decodes lie from its fp32 ones.
+- `starts`: seconds to draw an example's random start on the CPU and on the device, and that both draw the same.
+- `steps`: seconds per lock step of M stacked models (batch 100 each) in every training mode at the paper's
+  attack (40 steps), for M from 1 to 65: the step costs the estimate (benchmarks/paper_estimate.py) integrates
+  over the models a lock step holds.
+- `multi_n`: four N of five seeds, one job per N against all twenty in one lock step across N.
+- `knobs`: at M = 65, what cuDNN's algorithm search, non-deterministic kernels and bf16 autocast change.
 - `attacks`: the evaluation attacks at the paper's sizes (PGD on 1000 images, on-manifold on 2500, 5 restarts,
   40 Adam steps): seconds per attack job.
-- `starts`: the CPU's cost of drawing one example's random start, as the attacks draw it now.
+- `train`: seconds per training image-epoch of every mode, sequential (one model) against stacked (grouped
+  layout at M = 5, 25, 65; vmap at 5).
+- `precision`: five stacked seeds of normal (N 4000, 10 epochs) and adversarial (N 1000, 5 epochs) training on
+  Fashion-MNIST in strict fp32, in PyTorch's default (cuDNN convolutions in TF32), with TF32 matmuls too, and
+  under bf16 autocast: test error, the paper's PGD success and seconds for each.
+- `vaegan`: a paper-width VAE-GAN (channels 64, 128, 256) trained on one class in each precision: seconds per
+  image-epoch, and how far its bf16 decodes lie from its fp32 ones.
+Training throughput does not depend on the images (no early stop), so the decoders are paper-width VAE-GANs
+with their initial weights and the true manifold's glyph bank is made of Fashion-MNIST images.
+benchmarks/measured/ keeps the runs made so far (h200_gpu: train, precision, vaegan, attacks before the starts
+were drawn on the device; h200_gpu2: the default sections).
 
 Run: PYTHONPATH=src python3 benchmarks/gpu.py --data benchmarks/out/gpu/fashion.npz [--budget-s 300]
 (`--tiny` shrinks every size for a smoke test on the CPU). The data file is made by `--prepare`.
@@ -109,25 +115,8 @@ def precision(name: str, device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-@contextlib.contextmanager
-def device_starts() -> Iterator[None]:
-    """Random starts drawn on the attack's device in one call (not keyed per example): what drawing them on the
-    CPU example by example costs is the difference to a run without this."""
-    original = attacks_module.restart_noise
-
-    def on_device(indices: torch.Tensor, restart: int, shape: tuple[int, ...], seed, start: str = "uniform"):
-        g = torch.randn(len(indices), *shape, device=DEVICE)
-        radius = torch.rand(len(indices), *([1] * len(shape)), device=DEVICE)
-        return g / g.flatten(1).abs().amax(1).view(-1, *([1] * len(shape))) * radius
-
-    attacks_module.restart_noise = on_device
-    try:
-        yield
-    finally:
-        attacks_module.restart_noise = original
-
-
 DEVICE = torch.device("cpu")
+TINY = False
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -163,9 +152,10 @@ def glyph_bank(images: torch.Tensor, labels: torch.Tensor, fonts: int) -> torch.
 
 
 def paper_decoders(device: torch.device) -> ClassDecoders:
-    """Ten paper-width VAE-GANs with their initial weights (timing only)."""
+    """Ten paper-width VAE-GANs with their initial weights (timing only; narrow ones for --tiny)."""
     torch.manual_seed(0)
-    return ClassDecoders([VAEGAN(PAPER_VAEGAN).to(device).eval() for _ in range(10)])
+    cfg = replace(PAPER_VAEGAN, channels=(8, 16, 32)) if TINY else PAPER_VAEGAN
+    return ClassDecoders([VAEGAN(cfg).to(device).eval() for _ in range(10)])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -214,26 +204,20 @@ def train_section(data: dict, device: torch.device, budget: Budget, results: Res
         if mode == "normal":  # the workflow asks for deterministic kernels on CUDA: what that costs
             runs.append(("sequential_nondeterministic", runs[0][1], 1))
             runs.append((f"grouped_M{stacks[0]}_nondeterministic", runs[1][1], stacks[0]))
-        else:
-            for m in stacks[:2]:
-                runs.append((f"grouped_M{m}_device_starts", lambda m=m: train_stacked(
-                    x, y, cfgs(m), progress=False, adversary=adversary), m))
         for name, fn, m in runs:
             if budget.left() < 30:
                 print(f"  {mode} {name}: skipped, budget spent")
                 continue
-            starts = device_starts() if name.endswith("device_starts") else contextlib.nullcontext()
             torch.use_deterministic_algorithms(not name.endswith("nondeterministic") and device.type == "cuda",
                                                warn_only=True)
-            with starts:
-                # Warm-up on a tenth of the data (kernels chosen, memory allocated), then the timed epoch.
-                warm = x[: max(100, n // 10)], y[: max(100, n // 10)]
-                if name == "sequential":
-                    train_classifier(*warm, cfgs(1)[0], progress=False, adversary=adversary)
-                else:
-                    train_stacked(*warm, cfgs(m), progress=False, adversary=adversary,
-                                  layout="vmap" if name.startswith("vmap") else "grouped")
-                seconds, _ = timed(device, fn)
+            # Warm-up on a tenth of the data (kernels chosen, memory allocated), then the timed epoch.
+            warm = x[: max(100, n // 10)], y[: max(100, n // 10)]
+            if name == "sequential":
+                train_classifier(*warm, cfgs(1)[0], progress=False, adversary=adversary)
+            else:
+                train_stacked(*warm, cfgs(m), progress=False, adversary=adversary,
+                              layout="vmap" if name.startswith("vmap") else "grouped")
+            seconds, _ = timed(device, fn)
             per_image = seconds / (n * m)
             row[name] = per_image
             print(f"  {mode:18s} {name:28s} {n * m / seconds:12,.0f} image-epochs/s  {per_image * 1e6:9.2f} us per "
@@ -344,41 +328,125 @@ def attacks_section(data: dict, device: torch.device, budget: Budget, results: R
     }
     out = {}
     for name, fn in jobs.items():
-        for starts_name, starts in (("cpu_starts", contextlib.nullcontext), ("device_starts", device_starts)):
-            if budget.left() < 20:
-                print(f"  attack {name}: skipped, budget spent")
-                continue
-            with starts():
-                fn()  # warm-up
-                seconds, result = timed(device, fn)
-            rate = success_rates(result.success.cpu(), result.correct.cpu())["success"]
-            out[f"{name}_{starts_name}"] = {"s": seconds, "images": len(result.labels), "success": rate}
-            print(f"  attack {name:20s} {starts_name:14s} {seconds:6.2f} s for {len(result.labels)} images x 5 "
-                  f"restarts x 40 Adam steps (success {rate:.3f})", flush=True)
+        if budget.left() < 20:
+            print(f"  attack {name}: skipped, budget spent")
+            continue
+        fn()  # warm-up
+        seconds, result = timed(device, fn)
+        rate = success_rates(result.success.cpu(), result.correct.cpu())["success"]
+        out[name] = {"s": seconds, "images": len(result.labels), "success": rate}
+        print(f"  attack {name:20s} {seconds:6.2f} s for {len(result.labels)} images x 5 restarts x 40 Adam steps "
+              f"(success {rate:.3f})", flush=True)
     results.add("attacks", out)
 
 
-def starts_section(results: Results, tiny: bool) -> None:
-    """CPU seconds to draw one example's random start, as the attacks draw them (keyed per example)."""
-    n = 200 if tiny else 2000
+def starts_section(device: torch.device, results: Results, tiny: bool) -> None:
+    """Seconds to draw one example's random start (keyed per example, all examples in one call), on the CPU and
+    on the device, and whether the two draw the same starts."""
+    n = 200 if tiny else 5000
     out = {}
     for name, shape in (("image", (1, 28, 28)), ("latent", (10,)), ("code", (6,))):
-        start = time.perf_counter()
-        restart_noise(torch.arange(n), 0, shape, 0, "distance_direction")
-        out[name] = (time.perf_counter() - start) / n
-        print(f"  random start of one {name} ({shape}) drawn on the CPU: {out[name] * 1e6:.1f} us")
+        draws = {}
+        for where in ("cpu", device.type):
+            index = torch.arange(n, device=where)
+            restart_noise(index, 0, shape, 0, "distance_direction")  # warm-up
+            seconds, draws[where] = timed(torch.device(where), lambda: restart_noise(index, 0, shape, 0,
+                                                                                    "distance_direction"))
+            out[f"{name}_{where}"] = seconds / n
+        gap = float((draws["cpu"] - draws[device.type].cpu()).abs().max())
+        out[f"{name}_max_difference"] = gap
+        print(f"  random start of one {name} {shape}: {out[f'{name}_cpu'] * 1e6:.2f} us on the CPU, "
+              f"{out[f'{name}_{device.type}'] * 1e6:.3f} us on {device.type} (batch {n}); largest difference "
+              f"between the two {gap:.1e}", flush=True)
     results.add("starts", out)
 
 
+def steps_section(data: dict, device: torch.device, budget: Budget, results: Results, tiny: bool) -> None:
+    """Seconds per lock step of M stacked models (batch 100 each) in every adversarial mode, for the M that
+    lock steps across N meet in the paper grid: the input of the estimate (benchmarks/paper_estimate.py)."""
+    n = 100 if tiny else 500
+    stacks = [1, 2] if tiny else [1, 5, 10, 20, 40, 65]
+    made = adversaries(data, n, device)
+    out: dict[str, dict] = {}
+    x, y = data["train_images"][:n], data["train_labels"][:n]
+    for mode in ("normal", "adversarial", "onmanifold_true", "onmanifold_learned", "transformation"):
+        adversary, attack = made[mode]
+        row = {}
+        for m in stacks:
+            if budget.left() < 40:
+                print(f"  {mode} M {m}: skipped, budget spent")
+                continue
+            cfgs = [TrainConfig(mode=mode, epochs=1, seed=s, attack=attack) for s in range(m)]
+            train_stacked(x[:100], y[:100], cfgs, progress=False, adversary=adversary)  # warm-up: one step
+            seconds, _ = timed(device, lambda: train_stacked(x, y, cfgs, progress=False, adversary=adversary))
+            row[m] = seconds / (n // 100)
+            print(f"  {mode:18s} M {m:3d}: {row[m] * 1e3:8.1f} ms per lock step, {row[m] / m * 1e4:8.2f} us per "
+                  f"training image-epoch per model", flush=True)
+        out[mode] = row
+        results.add("steps", out)
+
+
+def knobs_section(data: dict, device: torch.device, budget: Budget, results: Results, tiny: bool) -> None:
+    """At M = 65: what cuDNN's algorithm search, non-deterministic kernels and bf16 autocast change per step."""
+    n, m = (100, 2) if tiny else (500, 65)
+    made = adversaries(data, n, device)
+    x, y = data["train_images"][:n], data["train_labels"][:n]
+    out: dict[str, dict] = {}
+    for mode in ("adversarial", "onmanifold_learned"):
+        adversary, attack = made[mode]
+        cfgs = [TrainConfig(mode=mode, epochs=1, seed=s, attack=attack) for s in range(m)]
+        for knob in ("baseline", "cudnn_benchmark", "nondeterministic", "bf16"):
+            if budget.left() < 30:
+                print(f"  {mode} {knob}: skipped, budget spent")
+                continue
+            torch.backends.cudnn.benchmark = knob == "cudnn_benchmark"
+            torch.use_deterministic_algorithms(knob != "nondeterministic" and device.type == "cuda", warn_only=True)
+            with precision("bf16" if knob == "bf16" else "default", device):
+                train_stacked(x[:100], y[:100], cfgs, progress=False, adversary=adversary)
+                seconds, _ = timed(device, lambda: train_stacked(x, y, cfgs, progress=False, adversary=adversary))
+            out.setdefault(mode, {})[knob] = seconds / (n // 100)
+            print(f"  {mode:18s} M {m} {knob:18s} {seconds / (n // 100) * 1e3:8.1f} ms per lock step", flush=True)
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(device.type == "cuda", warn_only=True)
+        results.add("knobs", out)
+
+
+def multi_n_section(data: dict, device: torch.device, budget: Budget, results: Results, tiny: bool) -> None:
+    """Four N of five seeds each, 1 epoch: one job per N (five stacked models each) against all twenty in one
+    lock step across N (`classifiers.lock_step: all_n`), measured."""
+    ns = [50, 100, 150, 200] if tiny else [200, 400, 800, 1600]
+    seeds = 2 if tiny else 5
+    made = adversaries(data, max(ns), device)
+    x, y = data["train_images"][: max(ns)], data["train_labels"][: max(ns)]
+    out: dict[str, dict] = {}
+    for mode in ("adversarial", "onmanifold_learned"):
+        adversary, attack = made[mode]
+        cfg = lambda s: TrainConfig(mode=mode, epochs=1, seed=s, attack=attack)  # noqa: E731
+        if budget.left() < 60:
+            print(f"  {mode}: skipped, budget spent")
+            continue
+        train_stacked(x[:100], y[:100], [cfg(s) for s in range(seeds)], progress=False, adversary=adversary)
+        per_n, _ = timed(device, lambda: [train_stacked(x[:n], y[:n], [cfg(s) for s in range(seeds)],
+                                                        progress=False, adversary=adversary) for n in ns])
+        together, _ = timed(device, lambda: train_stacked(
+            x, y, [cfg(s) for n in ns for s in range(seeds)], progress=False, adversary=adversary,
+            n_train=[n for n in ns for _ in range(seeds)]))
+        out[mode] = {"per_n_s": per_n, "all_n_s": together}
+        print(f"  {mode:18s} N {ns} x {seeds} seeds, 1 epoch: one job per N {per_n:.2f} s, all in one lock step "
+              f"{together:.2f} s: {per_n / together:.2f}x", flush=True)
+    results.add("multi_n", out)
+
+
 def main(argv: list[str] | None = None) -> None:
-    global DEVICE
+    global DEVICE, TINY
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / "benchmarks" / "out" / "gpu" / "fashion.npz")
     parser.add_argument("--prepare", action="store_true", help="write the data file from resources/fashion and stop")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--budget-s", type=float, default=300.0)
-    parser.add_argument("--only", nargs="*", default=["starts", "train", "precision", "vaegan", "attacks"])
+    parser.add_argument("--only", nargs="*", default=["starts", "steps", "multi_n", "knobs", "attacks"],
+                        help="sections: starts steps multi_n knobs attacks train precision vaegan")
     parser.add_argument("--tiny", action="store_true", help="every size shrunk: a smoke test on the CPU")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ROOT / "benchmarks" / "out" / "gpu"))
                         / "gpu.json")
@@ -387,7 +455,7 @@ def main(argv: list[str] | None = None) -> None:
         prepare(args.data)
         return
     budget = Budget(args.budget_s)
-    DEVICE = resolve_device(args.device)
+    DEVICE, TINY = resolve_device(args.device), args.tiny
     configure_torch(args.threads, DEVICE)  # as the workflow's jobs: deterministic kernels on CUDA
     name = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else f"CPU, {args.threads} threads"
     print(f"device: {DEVICE} ({name}); torch {torch.__version__}; budget {args.budget_s:.0f} s", flush=True)
@@ -397,7 +465,13 @@ def main(argv: list[str] | None = None) -> None:
     for section in args.only:
         print(f"\n[{section}] ({budget.left():.0f} s left)", flush=True)
         if section == "starts":
-            starts_section(results, args.tiny)
+            starts_section(DEVICE, results, args.tiny)
+        elif section == "steps":
+            steps_section(data, DEVICE, budget, results, args.tiny)
+        elif section == "knobs":
+            knobs_section(data, DEVICE, budget, results, args.tiny)
+        elif section == "multi_n":
+            multi_n_section(data, DEVICE, budget, results, args.tiny)
         elif section == "train":
             train_section(data, DEVICE, budget, results, args.tiny)
         elif section == "precision":

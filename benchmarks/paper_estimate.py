@@ -1,23 +1,29 @@
-"""GPU compute the paper grid needs: its work counted from a config, times costs per unit of work. Two tables.
+"""GPU compute the paper grid needs, from a config and from costs measured on one NVIDIA H200.
 
-1. As the workflow runs today (one job per setting training its seeds one after another, batch 100, a GPU per
-   job): training counted in image-epochs
-   (N x epochs per model), each attack job and each job's start-up as one unit. The costs were measured on one
-   NVIDIA H200 with the package's own stages (FONTS, N=2000, 5 epochs, batch 100; on-manifold attacks on 1000
-   images x 5 restarts): pass your own with the flags below.
+1. Measured (benchmarks/measured/, made by benchmarks/gpu.py): seconds per lock step of M stacked models in
+   each training mode (M = 1 to 65, batch 100, the paper's 40-step attacks, starts drawn on the device), the
+   evaluation attacks at the paper's sizes, a paper-width VAE-GAN per image-epoch, and a job's start-up
+   (Python, torch, the package and the CUDA context). Three tables, one per way of running the training:
+   - sequential: one model after another (`classifiers.engine: sequential`), M = 1;
+   - one job per setting: its seeds stacked (`engine: stacked`, `lock_step: setting`), M = seeds;
+   - lock step across N: all N and seeds of a dataset and mode in one job (`lock_step: all_n`); the models
+     still training at step t run together, so M falls from N's x seeds as the small N finish.
+   A step of M models costs the measured cost, linear between measured M. What is not measured: the
+   distances jobs, snakemake's own overhead per job, and the data jobs (CPU).
 2. The plan: the same work counted in floating-point operations of the package's own networks at the config's
-   widths (hooks count every convolution and linear layer), run at the throughput the small networks reach on
-   one H200 at large batch (issue anchors: classifier forward + input gradient at batch 20,000, 3.5 million
-   images/s; training at batch 1,000, 550,000 images/s). Large batches come from doing many models at once:
-   models of several seeds stacked in one process, restarts folded into one batch, several jobs sharing a GPU
-   so start-up overlaps compute. The decoders are assumed to reach the classifier's FLOP rate (their wider
-   convolutions should do better). Nothing in table 2 was measured on a GPU by this script.
+   widths (hooks count every convolution and linear layer), at the throughput the small networks reach on one
+   H200 at large batch (classifier forward + input gradient at batch 20,000: 3.5 million images/s; training at
+   batch 1,000: 550,000 images/s). Extrapolated from those anchors: a bound that no engine here reaches.
 Run: .venv/bin/python benchmarks/paper_estimate.py [--config config/paper.yaml]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import re
+import statistics
 from pathlib import Path
 
 import torch
@@ -30,15 +36,10 @@ from manifold_robustness.stages import TRAINING_ATTACK
 from manifold_robustness.vaegan import VAEGAN, VAEGANConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-# Seconds per training image-epoch, per mode, on one H200 (training time / (2000 images x 5 epochs)).
-TRAIN_S = {"normal": 0.77 / 1e4, "adversarial": 14.46 / 1e4, "onmanifold_true": 24.43 / 1e4,
-           "onmanifold_learned": 74.84 / 1e4, "transformation": 24.41 / 1e4}
-# Seconds per attack job: on-manifold, 1000 images x 5 restarts x 40 steps took about 1.0 s (true and learned
-# manifold alike), scaled by the number of images; PGD is taken to cost the same per image (one classifier pass
-# per step, no decoder: an upper bound).
-ATTACK_S_PER_IMAGE = 1.0 / 1000
+MEASURED = ROOT / "benchmarks" / "measured"
+LAYOUTS = ("sequential", "setting", "all_n")
 TRAIN_SIZE = {"emnist": 240_000, "fashion": 60_000}
-# Issue-7 anchors on one H200 (images per second): see the module docstring.
+# Anchors of the plan, on one H200 (images per second): see the module docstring.
 ATTACK_PASSES_PER_S = 3.5e6  # classifier forward + backward to the input, batch 20,000
 TRAIN_PASSES_PER_S = 5.5e5  # classifier training step (forward, backward, Adam), batch 1,000
 GPU_BUDGET_H = 2.0
@@ -61,29 +62,92 @@ def train_size(cfg: dict, dataset: str) -> int:
     return fonts["max_fonts"] * fonts["per_font_class_train"] * 10 if dataset == "fonts" else TRAIN_SIZE[dataset]
 
 
-def estimate(cfg: dict, startup_s: float, vaegan_s: float, stack: int = 1,
-             floor: dict[str, float] | None = None, start_s: float = 0.0) -> dict[str, float]:
-    """GPU-seconds per stage of the grid in `cfg`. With `stack` > 1, the training cost per image-epoch is the
-    measured one divided by `stack` (models stacked in lock step, on a launch-bound GPU), except the drawing
-    of random starts (`start_s` per adversarial example, on the CPU, which stacking does not divide), and never
-    below `floor[mode]` (the cost of the same FLOPs at the plan's attained rate)."""
+def load_measured(directory: Path = MEASURED) -> dict:
+    """The measured inputs: step costs and attack seconds (h200_gpu2.json), the VAE-GAN's seconds per image-epoch
+    (h200_gpu.json, PyTorch's default precision) and the median warm start-up of a job (h200_startup.log).
+
+    The learned-manifold attack's seconds come from h200_gpu.json, where its decoders were a trained VAE-GAN:
+    the second run's untrained decoders drew images the model already misclassified, which end the attack at
+    its first step. PGD was timed on a normally trained model, whose examples mostly succeed early; on robust
+    models more examples run all 40 steps (not measured)."""
+    run2 = json.loads((directory / "h200_gpu2.json").read_text())
+    run1 = json.loads((directory / "h200_gpu.json").read_text())
+    startups = [float(t) for t in re.findall(r"total ([\d.]+) s", (directory / "h200_startup.log").read_text())]
+    attacks = {name: row["s"] for name, row in run2["attacks"].items()}
+    attacks["onmanifold_learned"] = run1["attacks"]["onmanifold_learned_cpu_starts"]["s"]
+    return {"device": run2["meta"]["device"],
+            "steps": {mode: {int(m): float(s) for m, s in row.items()} for mode, row in run2["steps"].items()},
+            "attacks": attacks,
+            "vaegan_s": run1["vaegan"]["default"]["s_per_image_epoch"],
+            "startup_s": statistics.median(startups[1:] or startups)}  # the first start is cold
+
+
+def step_cost(costs: dict[int, float], m: int) -> float:
+    """Seconds of one lock step of m models: linear between the measured M, beyond the largest along the last
+    segment."""
+    ms = sorted(costs)
+    if m in costs:
+        return costs[m]
+    if len(ms) < 2 or m < ms[0]:
+        raise ValueError(f"no measured step cost to interpolate for M = {m} (measured: {ms})")
+    lo, hi = max((k for k in ms if k < m), default=ms[-2]), min((k for k in ms if k > m), default=ms[-1])
+    lo, hi = (ms[-2], ms[-1]) if m > ms[-1] else (lo, hi)
+    return costs[lo] + (costs[hi] - costs[lo]) * (m - lo) / (hi - lo)
+
+
+def model_steps(cfg: dict, n: int) -> int:
+    """Optimizer steps of one model trained on n images (the last, smaller batch of an epoch counts whole)."""
     cls = cfg["classifiers"]
-    per_mode_images = sum(cls["n_train"]) * len(cls["seeds"]) * cls["epochs"]
+    return cls["epochs"] * math.ceil(n / cls["batch_size"])
+
+
+def lock_step_seconds(costs: dict[int, float], totals: list[int]) -> float:
+    """Seconds to train models needing `totals` steps each in one lock step: at step t, the models whose total
+    exceeds t run together."""
+    seconds, done = 0.0, 0
+    for end in sorted(set(totals)):
+        active = sum(t >= end for t in totals)
+        seconds += (end - done) * step_cost(costs, active)
+        done = end
+    return seconds
+
+
+def measured_estimate(cfg: dict, measured: dict, layout: str) -> dict[str, float]:
+    """GPU-seconds per stage of the grid in `cfg` from the measured costs, training laid out as `layout`
+    (sequential, setting or all_n; module docstring)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got '{layout}'")
+    cls, attack_s = cfg["classifiers"], measured["attacks"]
+    seeds, ns = len(cls["seeds"]), sorted(cls["n_train"])
     out: dict[str, float] = {}
     jobs = 0
+
+    def add(key: str, seconds: float) -> None:
+        out[key] = out.get(key, 0.0) + seconds
+
     for dataset in cfg["datasets"]:
         modes = dataset_modes(cfg, dataset)
-        runs = len(cls["n_train"]) * len(cls["seeds"]) * len(modes)
         for mode in modes:
-            starts = start_s * cls["adversarial_fraction"] if mode != "normal" else 0.0
-            cost = max((TRAIN_S[mode] - starts) / stack + starts, (floor or {}).get(mode, 0.0))
-            out[f"train {mode}"] = out.get(f"train {mode}", 0.0) + per_mode_images * cost
-        n_attacks = 3 if dataset == "fonts" else 2  # PGD, on-manifold (and the learned manifold on FONTS)
-        images = cfg["pgd"]["n_test"] + (n_attacks - 1) * cfg["onmanifold"]["n_test"]
-        out["attacks"] = out.get("attacks", 0.0) + runs * images * ATTACK_S_PER_IMAGE
-        jobs += len(cls["n_train"]) * len(modes) * (1 + n_attacks) + 10  # a job per setting, its seeds in turn
-        out["vaegan"] = out.get("vaegan", 0.0) + train_size(cfg, dataset) * cfg["vaegan"]["epochs"][dataset] * vaegan_s
-    out["job start-up"] = jobs * startup_s
+            costs = measured["steps"][mode]
+            if layout == "sequential":
+                add(f"train {mode}", sum(seeds * model_steps(cfg, n) * step_cost(costs, 1) for n in ns))
+            elif layout == "setting":
+                add(f"train {mode}", sum(lock_step_seconds(costs, [model_steps(cfg, n)] * seeds) for n in ns))
+            else:
+                add(f"train {mode}", lock_step_seconds(costs, [model_steps(cfg, n) for n in ns for _ in range(seeds)]))
+        jobs += len(modes) * (1 if layout == "all_n" else len(ns))
+        # Attacks: per setting a PGD job and an on-manifold job (FONTS: also the learned manifold), each of
+        # its seeds attacked in turn, at the measured seconds per 1000 (PGD) and 2500 (on-manifold) images.
+        onmanifold = "onmanifold_true" if dataset == "fonts" else "onmanifold_learned"
+        per_model = attack_s["pgd"] * cfg["pgd"]["n_test"] / 1000 + attack_s[onmanifold] * cfg["onmanifold"]["n_test"] / 2500
+        n_attacks = 2
+        if dataset == "fonts" and "onmanifold_learned" in cls["modes"]:
+            per_model += attack_s["onmanifold_learned"] * cfg["onmanifold"]["n_test"] / 2500
+            n_attacks = 3
+        add("attacks", len(modes) * len(ns) * seeds * per_model)
+        jobs += len(modes) * len(ns) * n_attacks + 10  # attack jobs per setting; one VAE-GAN per class
+        add("vaegan", train_size(cfg, dataset) * cfg["vaegan"]["epochs"][dataset] * measured["vaegan_s"])
+    out["job start-up"] = jobs * measured["startup_s"]
     return out
 
 
@@ -183,32 +247,26 @@ def print_table(stages: dict[str, float]) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "paper.yaml")
-    parser.add_argument("--startup-s", type=float, default=10.0,
-                        help="seconds per job for snakemake, imports and CUDA initialization (assumed, not measured)")
-    parser.add_argument("--vaegan-s", type=float, default=2e-5,
-                        help="GPU-seconds per VAE-GAN training image-epoch (assumed: not measured on a GPU)")
-    parser.add_argument("--start-s", type=float, default=25e-6,
-                        help="CPU seconds to draw one adversarial example's random start, for table 2 (measured on "
-                             "a 2-core CPU: 17-35 microseconds, by the start's shape)")
+    parser.add_argument("--measured", type=Path, default=MEASURED, help="folder of benchmarks/gpu.py's results")
     parser.add_argument("--decoder-speedup", type=float, default=1.0,
-                        help="FLOP rate of the VAE-GAN networks over the classifier's, for table 2 (assumed: 1)")
+                        help="FLOP rate of the VAE-GAN networks over the classifier's, for the plan (assumed: 1)")
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
-    stack = len(cfg["classifiers"]["seeds"])
-    print(f"1. {args.config.name} with the sequential engine (one model at a time, batch 100; H200-measured "
-          "costs):")
-    print_table(estimate(cfg, args.startup_s, args.vaegan_s))
-    r = rates(cfg, args.decoder_speedup, quiet=True)
-    floor = train_cost(cfg, r["train"], r["attack"], r["decoder"])
-    print(f"2. {args.config.name} with the stacked engine ({stack} seeds in lock step; extrapolated, not "
-          f"measured: the costs of table 1 divided by {stack}, as on a launch-bound GPU, except the random starts "
-          f"({args.start_s * 1e6:g} us per adversarial example), and not below those of table 3):")
-    print_table(estimate(cfg, args.startup_s, args.vaegan_s, stack, floor, args.start_s))
-    print(f"3. {args.config.name} planned: the same work in FLOPs at one H200's large-batch throughput "
-          "(extrapolated from anchors, not measured here):")
+    measured = load_measured(args.measured)
+    print(f"Measured on one {measured['device']}: step costs, attacks, VAE-GAN, {measured['startup_s']:.1f} s "
+          "start-up per job; distances and snakemake's own overhead not included.")
+    titles = {"sequential": "sequential engine, one job per setting (M = 1)",
+              "setting": f"stacked engine, one job per setting (M = {len(cfg['classifiers']['seeds'])} seeds)",
+              "all_n": "stacked engine, lock step across N (lock_step: all_n)"}
+    for i, layout in enumerate(LAYOUTS, 1):
+        print(f"{i}. {args.config.name}, {titles[layout]}:")
+        print_table(measured_estimate(cfg, measured, layout))
+    print(f"4. {args.config.name} planned: the same work in FLOPs at one H200's large-batch throughput "
+          "(extrapolated from anchors, not measured; a bound):")
     total = print_table(plan(cfg, args.decoder_speedup))
     verdict = "within" if total / 3600 <= GPU_BUDGET_H else "above"
     print(f"  the plan is {verdict} the {GPU_BUDGET_H:g} GPU-hour budget")
+
 
 if __name__ == "__main__":
     main()

@@ -61,15 +61,24 @@ def test_paper_estimate_counts_flops_by_hand():
     slow, fast = paper_estimate.plan(cfg), paper_estimate.plan(cfg, decoder_speedup=4.0)
     assert fast["train normal"] == slow["train normal"] and fast["train adversarial"] == slow["train adversarial"]
     assert fast["train onmanifold_learned"] < slow["train onmanifold_learned"] and fast["vaegan"] == slow["vaegan"] / 4
-    # Stacking divides training by the models stacked, except the random starts, and stops at the FLOP bound.
-    alone = paper_estimate.estimate(cfg, 10.0, 2e-5)
-    stacked = paper_estimate.estimate(cfg, 10.0, 2e-5, stack=5)
-    assert stacked["train normal"] == pytest.approx(alone["train normal"] / 5)
-    assert stacked["attacks"] == alone["attacks"] and stacked["job start-up"] == alone["job start-up"]
-    with_starts = paper_estimate.estimate(cfg, 10.0, 2e-5, stack=5, start_s=1e-4)
-    images = sum(cfg["classifiers"]["n_train"]) * len(cfg["classifiers"]["seeds"]) * cfg["classifiers"]["epochs"]
-    starts = 1e-4 * 0.5 * images * (1 - 1 / 5) * len(cfg["datasets"])  # the part stacking does not divide
-    assert with_starts["train adversarial"] - stacked["train adversarial"] == pytest.approx(starts)
-    assert with_starts["train normal"] == stacked["train normal"]
-    floored = paper_estimate.estimate(cfg, 10.0, 2e-5, stack=5, floor={"normal": 1.0})
-    assert floored["train normal"] == pytest.approx(images * len(cfg["datasets"]))
+    # Lock steps: at each step the models not yet done run together, at the measured cost of that many.
+    costs = {1: 1.0, 5: 2.0, 10: 4.0}
+    assert paper_estimate.step_cost(costs, 3) == pytest.approx(1.5) and paper_estimate.step_cost(costs, 20) == 8.0
+    assert paper_estimate.lock_step_seconds(costs, [3, 1]) == pytest.approx(1.25 + 2 * 1.0)
+    with pytest.raises(ValueError, match="no measured step cost to interpolate for M = 0"):
+        paper_estimate.step_cost(costs, 0)
+    # From the measured costs: sequential >= one job per setting >= lock step across N; attacks and VAE-GANs the
+    # same in all three; start-ups fewer with one training job per dataset and mode.
+    measured = paper_estimate.load_measured()
+    tables = {layout: paper_estimate.measured_estimate(cfg, measured, layout) for layout in paper_estimate.LAYOUTS}
+    for mode in ("normal", "adversarial", "onmanifold_true", "onmanifold_learned", "transformation"):
+        key = f"train {mode}"
+        assert tables["sequential"][key] >= tables["setting"][key] >= tables["all_n"][key] > 0, mode
+    for key in ("attacks", "vaegan"):
+        assert tables["sequential"][key] == tables["setting"][key] == tables["all_n"][key]
+    saved_jobs = (169 - 13) * measured["startup_s"]  # 169 per-setting training jobs against 13
+    assert tables["setting"]["job start-up"] - tables["all_n"]["job start-up"] == pytest.approx(saved_jobs)
+    # One job per setting with its 5 seeds stacked: each N's 5 models share every step.
+    steps = {n: 20 * -(-n // 100) for n in cfg["classifiers"]["n_train"]}
+    normal = 3 * sum(s * paper_estimate.step_cost(measured["steps"]["normal"], 5) for s in steps.values())  # 3 datasets
+    assert tables["setting"]["train normal"] == pytest.approx(normal)
