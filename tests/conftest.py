@@ -106,8 +106,24 @@ def golden():
                 path.write_text(text)
             pytest.skip(f"wrote {', '.join(map(str, files))}: read the diff before committing it")
         for path, text in files.items():
-            assert text == path.read_text(), f"{path} differs: `make golden` rewrites it"
+            if path.suffix == ".json":  # numbers as numbers: equal to 1e-9 (relative) or 1e-12, not bit for bit
+                assert json.loads(text) == approx_numbers(json.loads(path.read_text())), \
+                    f"{path} differs: `make golden` rewrites it"
+            else:
+                assert text == path.read_text(), f"{path} differs: `make golden` rewrites it"
     return check
+
+
+def approx_numbers(value):
+    """`value` (parsed JSON) with every float wrapped in pytest.approx: what a golden JSON file's numbers mean
+    when the last bits of a sum differ between machines (BLAS, SIMD, thread counts)."""
+    if isinstance(value, dict):
+        return {k: approx_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [approx_numbers(v) for v in value]
+    if isinstance(value, float):
+        return pytest.approx(value, rel=1e-9, abs=1e-12)
+    return value
 
 
 @pytest.fixture(scope="session")

@@ -639,3 +639,23 @@ def test_reasons_accumulate_over_seeds_and_rules(tmp_path: Path) -> None:
 def test_claim_2_without_a_manifold_column_names_none() -> None:
     df = synthetic_table().drop(columns="onmanifold_manifold")
     assert C.onmanifold_exists_check(df, "fonts", "onmanifold_success", 0.1, "t.csv").reference["manifold"] == ""
+
+
+def test_numbers_that_round_to_zero_print_without_a_minus_sign():
+    """Float noise around zero (-2e-16 on one machine, +3e-16 on another) prints the same text."""
+    from manifold_robustness.claims import _fmt, signed_text
+
+    assert _fmt(-2.05e-16) == _fmt(3.2e-16) == _fmt(0.0) == "0.000"
+    assert _fmt(-0.0004) == "0.000" and _fmt(-0.0006) == "-0.001" and _fmt(-12.5) == "-12.5"
+    assert signed_text(-1e-9) == signed_text(1e-9) == "+0.000"
+    assert signed_text(-0.0123) == "-0.012" and signed_text(0.0456) == "+0.046"
+
+
+def test_golden_json_numbers_are_compared_to_float_noise_not_bit_for_bit():
+    from conftest import approx_numbers
+
+    ours = {"mean": 1.911523507532532e-16, "ci": [-2.9e-16, 6.7e-16], "n": 3, "verdict": "PASS"}
+    theirs = {"mean": 3.213247022104726e-16, "ci": [0.0, 1.2e-16], "n": 3, "verdict": "PASS"}
+    assert theirs == approx_numbers(ours)
+    assert {**theirs, "mean": 0.1} != approx_numbers(ours)
+    assert {**theirs, "n": 4} != approx_numbers(ours) and {**theirs, "verdict": "FAIL"} != approx_numbers(ours)

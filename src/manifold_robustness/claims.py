@@ -490,7 +490,20 @@ def _finite(v: float) -> float | None:
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
-    return "–" if v is None or not np.isfinite(v) else f"{v:.{digits}g}" if abs(v) >= 10 else f"{v:.{digits}f}"
+    """A number as the report prints it; a value that rounds to zero prints as 0, never -0."""
+    if v is None or not np.isfinite(v):
+        return "–"
+    return _unsigned_zero(f"{v:.{digits}g}" if abs(v) >= 10 else f"{v:.{digits}f}")
+
+
+def signed_text(v: float, digits: int = 3) -> str:
+    """A difference with its sign (+0.012, -0.034); one that rounds to zero prints as +0.000, never -0.000."""
+    text = f"{v:+.{digits}f}"
+    return "+" + text[1:] if float(text) == 0 else text
+
+
+def _unsigned_zero(text: str) -> str:
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def _threshold_text(ch: Check) -> str:
@@ -596,7 +609,7 @@ def front_page_rst(doc: dict, summary, settings: Sequence[Mapping]) -> str:
         lines += _rst_table(["figure", "dataset", "values", "median abs. difference", "largest abs. difference",
                              "median difference"],
                             [[r.figure, r.dataset, str(r.values), f"{r.median_abs_difference:.3f}",
-                              f"{r.max_abs_difference:.3f}", f"{r.median_difference:+.3f}"]
+                              f"{r.max_abs_difference:.3f}", signed_text(r.median_difference)]
                              for r in summary.itertuples()])
     else:
         lines += ["No value of this run has a counterpart in the paper.", ""]

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .claims import mean_ci
+from .claims import mean_ci, signed_text
 
 REFERENCE_COLUMNS = ("dataset", "quantity", "method", "n_train", "value", "shown_in_paper", "paper_figure", "source")
 DISTANCE_COLUMNS = ("dataset", "quantity", "network", "method", "x_name", "x", "y", "source")
@@ -234,7 +234,7 @@ def comparison_markdown(summary: pd.DataFrame, settings: Sequence[dict]) -> list
     for row in summary.itertuples():
         inside = f"{row.paper_in_ci} of {row.with_ci}" if row.with_ci else "– (one seed)"
         lines.append(f"| {row.figure} | {row.dataset} | {row.values} | {row.median_abs_difference:.3f} | "
-                     f"{row.max_abs_difference:.3f} | {row.median_difference:+.3f} | {inside} |")
+                     f"{row.max_abs_difference:.3f} | {signed_text(row.median_difference)} | {inside} |")
     if summary.empty:
         lines = lines[:-2] + ["No value of this run has a counterpart in the paper (same dataset, quantity, method "
                               "and N)."]
