@@ -72,6 +72,16 @@ def assert_same_training(stacked, alone) -> None:
         assert [h["loss"] for h in history] == pytest.approx([h["loss"] for h in solo], rel=LOSS_RTOL)
 
 
+def small_decoders() -> ClassDecoders:
+    """Ten small untrained VAE-GANs with distinct weights: what is tested is the path through each class's
+    decoder."""
+    vaegans = []
+    for c in range(10):
+        torch.manual_seed(c)
+        vaegans.append(VAEGAN(VAEGANConfig(channels=(8, 16, 32), seed=c)).eval())
+    return ClassDecoders(vaegans)
+
+
 def train_alone(images, labels, cfgs, adversary=None):
     pairs = [train_classifier(images, labels, c, progress=False, adversary=adversary) for c in cfgs]
     return [p[0] for p in pairs], [p[1] for p in pairs]
@@ -98,11 +108,7 @@ def test_stacked_learned_manifold_training_equals_each_seed_trained_alone(float6
     """A mode that goes through a decoder: on-manifold training on VAE-GAN latents (small untrained VAE-GANs
     with distinct weights: the attack's path through each class's decoder is what is tested)."""
     images, labels = small_train
-    vaegans = []
-    for c in range(10):
-        torch.manual_seed(c)
-        vaegans.append(VAEGAN(VAEGANConfig(channels=(8, 16, 32), seed=c)).eval())
-    decoders = ClassDecoders(vaegans)
+    decoders = small_decoders()
     latents = decoders.encode_mean(images, labels)
     adversary = learned_manifold_adversary(decoders, latents)
     cfgs = configs("onmanifold_learned", adversarial_fraction=0.4)
@@ -140,11 +146,7 @@ def test_learned_manifold_models_of_different_n_keep_their_own_latent_box(float6
     """With the data-range box, a model's latent box is that of its own N training latents: stacked with a
     model of another N, each is attacked in its own box, as when trained alone."""
     images, labels = small_train
-    vaegans = []
-    for c in range(10):
-        torch.manual_seed(c)
-        vaegans.append(VAEGAN(VAEGANConfig(channels=(8, 16, 32), seed=c)).eval())
-    decoders = ClassDecoders(vaegans)
+    decoders = small_decoders()
     latents = decoders.encode_mean(images, labels)
 
     def box(n):
