@@ -76,10 +76,14 @@ class Adam:
         live = [i for i, p in enumerate(self.params) if p.grad is not None]
         for sl, lr in rows:
             params = [self.params[i][sl] for i in live]  # views: the kernel updates the stacks in place
+            # The kernel counts the step in the tensors it is given: the shared counts where one call steps
+            # all, copies where several do (the counts then move once, below).
+            steps = [self.steps[i] if len(rows) == 1 else self.steps[i].clone() for i in live]
             self._update(params, [self.params[i].grad[sl] for i in live], [self.exp_avg[i][sl] for i in live],
-                         [self.exp_avg_sq[i][sl] for i in live], [self.steps[i].clone() for i in live], lr)
-        for i in live:
-            self.steps[i].add_(1)
+                         [self.exp_avg_sq[i][sl] for i in live], steps, lr)
+        if len(rows) > 1:
+            for i in live:
+                self.steps[i].add_(1)
 
     def _update(self, params, grads, exp_avg, exp_avg_sq, steps, lr: float) -> None:
         adam_update(params, grads, exp_avg, exp_avg_sq, [], steps, foreach=False, fused=True, amsgrad=False,
