@@ -379,14 +379,13 @@ def bench_stacked(fx: dict, device: torch.device, repeats: int, stack: list[int]
 
             sequential = per_image(lambda k, cfgs=cfgs, x=x, y=y, adversary=adversary: [
                 train_classifier(x[:k], y[:k], c, progress=False, adversary=adversary) for c in cfgs])
-            starts = 0.0  # part of both counts: the random starts, drawn on the CPU example by example
+            per_call = 0.0  # part of both counts: the random starts, one draw per attack call whatever its size
             if mode != "normal":
                 shape = (1, 28, 28) if mode == "adversarial" else tuple(decoders.encode_mean(x[:1], y[:1]).shape[1:])
-                starts = operator_launches(torch.device("cpu"), lambda shape=shape, attack=attack: restart_noise(
-                    torch.arange(100), 0, shape, 0, attack.start))["operators"] / 100
-                print(f"\n  drawing the random starts: {starts:.2f} operators per adversarial example, "
-                      f"{starts * TrainConfig().adversarial_fraction:.2f} per training image, in both engines")
-                starts *= TrainConfig().adversarial_fraction
+                per_call = operator_launches(device, lambda shape=shape, attack=attack: restart_noise(
+                    torch.arange(100, device=device), 0, shape, 0, attack.start))["operators"]
+                print(f"\n  drawing the random starts: {per_call:.0f} operators per attack call (one per training "
+                      f"step of one model, or of the stack), whatever the number of examples")
             for layout in ("grouped", "vmap"):
                 def ours(cfgs=cfgs, x=x, y=y, adversary=adversary, layout=layout) -> dict:
                     _, histories = train_stacked(x, y, cfgs, progress=False, adversary=adversary, layout=layout)
@@ -405,8 +404,9 @@ def bench_stacked(fx: dict, device: torch.device, repeats: int, stack: list[int]
                     print(f"  {unit} per training image: stacked {count:.3f}, sequential {sequential[unit]:.3f}: "
                           f"{ratio:.2f}x fewer stacked (M = {m})")
                     out[f"{key}_{unit}_fewer"] = ratio
-                    if starts and unit == "operators":
-                        rest = (sequential[unit] - starts) / (count - starts)
+                    if per_call and unit == "operators":
+                        batch = TrainConfig().batch_size
+                        rest = (sequential[unit] - per_call / batch) / (count - per_call / (m * batch))
                         print(f"  the same without the random starts: {rest:.2f}x fewer stacked")
                         out[f"{key}_{unit}_fewer_without_starts"] = rest
     return out
