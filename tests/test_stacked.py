@@ -152,17 +152,17 @@ def test_learned_manifold_models_of_different_n_keep_their_own_latent_box(float6
     def box(n):
         return latent_box(latents[:n], labels[:n], "data_range", decoders.bound)
 
-    assert not torch.equal(box(40)[0], box(120)[0][:40])  # the two N really have different boxes
+    assert not torch.equal(box(60)[0], box(120)[0][:60])  # the two N really have different boxes
     cfgs = configs("onmanifold_learned")[:2]
-    ns = [40, 120]
+    ns = [60, 120]  # batches of 40: the N = 60 model's second batch (20) is attacked in a run of its own
     stacked = train_stacked(images, labels, cfgs, progress=False, n_train=ns,
                             adversary=learned_manifold_adversary(decoders, latents, box))
     alone = [train_classifier(images[:n], labels[:n], c, progress=False,
                               adversary=learned_manifold_adversary(decoders, latents[:n], box(n)))
              for c, n in zip(cfgs, ns)]
     assert_same_training(stacked, ([a[0] for a in alone], [a[1] for a in alone]))
-    # The box of the largest N for both would train the N = 40 model otherwise.
-    wrong = train_classifier(images[:40], labels[:40], cfgs[0], progress=False,
+    # The box of the largest N for both would train the N = 60 model otherwise.
+    wrong = train_classifier(images[:60], labels[:60], cfgs[0], progress=False,
                              adversary=learned_manifold_adversary(decoders, latents, box(120)))
     assert not torch.allclose(wrong[0].state_dict()["fc2.weight"], stacked[0][0].state_dict()["fc2.weight"],
                               atol=PARAM_ATOL, rtol=0)
@@ -318,6 +318,38 @@ def test_the_stage_writes_each_seeds_files_with_either_engine(tmp_path, fonts_da
     with pytest.raises(ValueError, match="one model and one metrics path per seed"):
         stages.train_setting(str(data), models[:1], metrics, "fonts", "normal", 200, [1, 0],
                              {**cfg, "engine": "stacked"}, "cpu", 1)
+
+
+@pytest.mark.parametrize("engine", ["sequential", "stacked"])
+def test_a_job_of_several_n_tells_the_adversary_each_models_n(tmp_path, fonts_data, glyph_bank, monkeypatch, engine):
+    """With one N per model (lock_step: all_n), the adversary learns the N of the model it attacks, with either
+    engine: its examples may depend on the training set (the learned manifold's data-range box)."""
+    data = tmp_path / "fonts.h5"
+    write_dataset(data, fonts_data, glyph_bank[0], [str(p) for p in glyph_bank[1]])
+    seen = []
+
+    def recording(images):
+        inner = pgd_adversary(images)
+
+        def attack(model, pos, y, cfg, blocks=None):
+            seen.append((len(pos), blocks))
+            return inner(model, pos, y, cfg)
+        return attack
+
+    monkeypatch.setattr(stages, "training_adversary", lambda mode, path, train, images, *rest: recording(images))
+    cfg = {"epochs": 1, "batch_size": 100, "lr": 0.01, "lr_decay": 0.95, "weight_decay": 1e-4, "subset_seed": 0,
+           "adversarial_fraction": 0.5, "engine": engine,
+           "adversarial_attack": {"eps": 0.3, "steps": 1, "step_size": 0.1, "optimizer": "sign", "adam_lr": 0.005,
+                                  "start": "uniform", "restarts": 1}}
+    models = [tmp_path / engine / f"N{n}" / "seed0" / "model.pt" for n in (100, 200)]
+    metrics = [p.with_name("metrics.json") for p in models]
+    out = stages.train_setting(str(data), models, metrics, "fonts", "adversarial", stages.n_train_of(models),
+                               stages.seeds_of(models), cfg, "cpu", 1)
+    assert [m["n_train"] for m in out] == [100, 200]
+    if engine == "sequential":
+        assert seen == [(50, (100,)), (50, (200,)), (50, (200,))]
+    else:  # the N = 200 model first (more steps): both at step 0, then it alone
+        assert seen == [(100, (200, 100)), (50, (200,))]
 
 
 def test_seeds_are_read_from_the_seed_folders():

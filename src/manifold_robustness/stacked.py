@@ -202,14 +202,15 @@ def stacked_adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor
                               blocks: Sequence[int] | None = None) -> torch.Tensor:
     """`training.adversarial_batch` for M models at once: x (M, b, ...), y and batch (M, b), model m in its
     epoch `epochs[m]`. One attack runs on the adversarial rows of all M, each row's start drawn from its own
-    model's seed; `blocks`, the N of each model where they differ, goes to the adversary."""
+    model's seed; `blocks`, the N of each model when the stack holds models of several N, goes to the
+    adversary (whose examples may depend on the training set: the learned manifold's data-range box)."""
     k = clean_count(x.shape[1], cfgs[0])
     if k == x.shape[1]:
         return x
     pos, labels = batch[:, k:].reshape(-1), y[:, k:].reshape(-1)
     attack = replace(training_config(cfgs[0].attack), seed=tuple(attack_seed(c, e) for c, e in zip(cfgs, epochs)),
                      batch_size=len(pos))
-    extra = {"blocks": tuple(blocks)} if blocks is not None and len(set(blocks)) > 1 else {}
+    extra = {"blocks": tuple(blocks)} if blocks is not None else {}
     adversarial = adversary(model, pos, labels, attack, **extra).detach()
     return torch.cat([x[:, :k], adversarial.reshape(len(cfgs), -1, *x.shape[2:])], dim=1)
 
@@ -284,6 +285,7 @@ def train_stacked(images: torch.Tensor, labels: torch.Tensor, cfgs: Sequence[Tra
     totals = torch.zeros(len(cfgs), dtype=torch.float64, device=device)  # loss x examples, this epoch
     started = [time.perf_counter()] * len(cfgs)
     steps = schedules[0].total
+    several_n = len(set(n_train)) > 1  # then the adversary learns each block's N (even in a run of one N)
     bar = tqdm(range(steps), desc=f"train {len(cfgs)} stacked {cfgs[0].mode} N={sorted(set(n_train))}",
                disable=not progress, mininterval=5)
     model.train()
@@ -297,7 +299,7 @@ def train_stacked(images: torch.Tensor, labels: torch.Tensor, cfgs: Sequence[Tra
             x, y = images[batch], labels[batch]
             if cfgs[0].mode != "normal":
                 x = stacked_adversarial_batch(Rows(model, rows), x, y, batch, cfgs[rows], epochs[rows], adversary,
-                                              n_train[rows])
+                                              n_train[rows] if several_n else None)
             logits = model.forward_stacked(x, rows)
             losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(len(x), -1).mean(dim=1)
             loss = loss + losses.sum()

@@ -190,7 +190,9 @@ def train_setting(data_path: str, model_paths: list[str], metrics_paths: list[st
     else:
         for cfg, n in zip(cfgs, n_of):
             start = time.perf_counter()
-            model, history = train_classifier(images[:n], labels[:n], cfg, adversary=adversary)
+            # A model of N images alone: its adversary's examples are those of its own training set.
+            own = functools.partial(adversary, blocks=(n,)) if adversary and len(set(n_of)) > 1 else adversary
+            model, history = train_classifier(images[:n], labels[:n], cfg, adversary=own)
             trained.append((model, history, time.perf_counter() - start))
     test_images, test_labels = load_tensors(data_path, "test", device)
     together = [[c.seed for c in cfgs], n_of]
