@@ -65,6 +65,22 @@ def test_run_values_map_each_column_to_the_papers_quantity() -> None:
     assert long[("fashion", "pgd_success")] == 1.0
 
 
+def test_a_dataset_without_a_true_manifold_counts_its_learned_record_once() -> None:
+    """On Fashion-MNIST the on-manifold record is the learned manifold's, and metrics.csv carries it in both
+    columns: the comparison must see 2 seeds, with the t interval of 1 degree of freedom over 2 values."""
+    df = metrics(("fashion", "normal", 500, 0, 0.20, 1.0, 0.30, "learned manifold"),
+                 ("fashion", "normal", 500, 1, 0.22, 1.0, 0.40, "learned manifold"))
+    df["onmanifold_learned_success"] = df["onmanifold_success"]
+    ref = reference_rows(("fashion", "onmanifold_learned_success", "normal", 500, 0.32))
+    row = paper.comparison_table(df, ref, confidence=0.95).iloc[0]
+    assert row["n_seeds"] == 2 and row["run_mean"] == pytest.approx(0.35)
+    half = stats.t.ppf(0.975, 1) * np.std([0.3, 0.4], ddof=1) / np.sqrt(2)
+    assert row["run_ci_low"] == pytest.approx(0.35 - half) and row["run_ci_high"] == pytest.approx(0.35 + half)
+    # A model listed twice is an error, not two seeds.
+    with pytest.raises(ValueError, match=r"more than one value per \(dataset, quantity, method, N, seed\)"):
+        paper.run_values(pd.concat([df, df]))
+
+
 def test_comparison_table_matches_values_computed_by_hand() -> None:
     df = metrics(("fonts", "normal", 500, 0, 0.50, 0.90, 0.70, "true manifold"),
                  ("fonts", "normal", 500, 1, 0.60, 1.00, 0.80, "true manifold"),

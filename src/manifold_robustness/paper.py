@@ -62,15 +62,25 @@ def run_values(metrics: pd.DataFrame) -> pd.DataFrame:
     """This run's values in the reference's terms: one row per (dataset, quantity, method, N, seed)."""
     base = metrics[["dataset", "mode", "n_train", "seed"]].rename(columns={"mode": "method"})
     parts = [base.assign(quantity=q, value=metrics[q]) for q in ("test_error", "pgd_success") if q in metrics]
+    quantity = pd.Series(None, index=metrics.index, dtype=object)
     if "onmanifold_success" in metrics:
         manifold = metrics.get("onmanifold_manifold", pd.Series("", index=metrics.index)).fillna("").astype(str)
         quantity = manifold.map({"true manifold": "onmanifold_true_success",
                                  "learned manifold": "onmanifold_learned_success"})
         parts.append(base.assign(quantity=quantity, value=metrics["onmanifold_success"]))
     if "onmanifold_learned_success" in metrics:
-        parts.append(base.assign(quantity="onmanifold_learned_success", value=metrics["onmanifold_learned_success"]))
+        # A record of its own only where the main on-manifold record is not already the learned manifold's (on
+        # datasets without a true manifold both columns hold that one record: counted once).
+        own = quantity != "onmanifold_learned_success"
+        parts.append(base[own].assign(quantity="onmanifold_learned_success",
+                                      value=metrics.loc[own, "onmanifold_learned_success"]))
     long = pd.concat(parts, ignore_index=True) if parts else base.assign(quantity=None, value=np.nan)
-    return long.dropna(subset=["quantity", "value"])[KEYS + ["seed", "value"]].reset_index(drop=True)
+    long = long.dropna(subset=["quantity", "value"])[KEYS + ["seed", "value"]].reset_index(drop=True)
+    twice = long[long.duplicated(KEYS + ["seed"], keep=False)]
+    if len(twice):
+        raise ValueError(f"metrics give more than one value per (dataset, quantity, method, N, seed): "
+                         f"{twice.head(4).to_dict('records')}; each model must appear once in metrics.csv")
+    return long
 
 
 def comparison_table(metrics: pd.DataFrame, reference: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
