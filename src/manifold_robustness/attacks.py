@@ -155,7 +155,6 @@ def restart_noise(indices: torch.Tensor, restart: int | torch.Tensor, shape: tup
         if len(seed) != n:
             raise ValueError(f"one seed per example is needed: {n} examples, {len(seed)} seeds")
     lanes = keyed.keys([seed, indices, restart, STARTS.index(start)], device)
-    lanes = tuple(lane.expand(n) for lane in lanes)
     d = math.prod(shape)
     if start == "uniform":
         return (keyed.uniform(lanes, d) * 2 - 1).view(n, *shape)

@@ -83,7 +83,7 @@ def keys(parts: Sequence[torch.Tensor | int], device: torch.device | str) -> tup
         else:
             if not 0 <= int(part) <= MAX_KEY:
                 raise ValueError(f"keys must be integers in [0, 2^63), got {part}")
-            value = torch.full((n,), int(part), dtype=torch.int64, device=device)
+            value = torch.tensor(int(part), dtype=torch.int64, device=device)  # one value, broadcast over rows
         for word in to_words(value):
             a = mix(a ^ word)
             b = mix(b + word)

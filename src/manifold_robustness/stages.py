@@ -195,7 +195,6 @@ def train_setting(data_path: str, model_paths: list[str], metrics_paths: list[st
             model, history = train_classifier(images[:n], labels[:n], cfg, adversary=own)
             trained.append((model, history, time.perf_counter() - start))
     test_images, test_labels = load_tensors(data_path, "test", device)
-    together = [[c.seed for c in cfgs], n_of]
     out = []
     for cfg, n, (model, history, seconds), model_path, metrics_path in zip(cfgs, n_of, trained, model_paths,
                                                                           metrics_paths):
@@ -205,8 +204,8 @@ def train_setting(data_path: str, model_paths: list[str], metrics_paths: list[st
             "train_error": error_rate(model, images[:n], labels[:n]),
             "n_test": len(test_labels), "train_seconds": seconds, "history": history,
             "engine": engine,
-            "trained_with_seeds": together[0] if engine == "stacked" else [cfg.seed],
-            "trained_with_n": together[1] if engine == "stacked" else [n],
+            "trained_with_seeds": [c.seed for c in cfgs] if engine == "stacked" else [cfg.seed],
+            "trained_with_n": n_of if engine == "stacked" else [n],
             "config": {k: v for k, v in cls_cfg.items() if k == section or k not in TRAINING_ATTACK.values()},
             "vaegans": list(vaegan_paths or []),
             "device": str(device), "threads": threads, "torch": torch.__version__, "package": __version__,
@@ -245,7 +244,7 @@ def folder_number(path: str, up: int, prefix: str) -> int:
     match = re.fullmatch(rf"{prefix}(\d+)", Path(path).parents[up - 1].name)
     if not match:
         name = {"seed": "a seed folder (.../seed<number>/)", "N": "an N folder (.../N<number>/seed<number>/)"}[prefix]
-        raise ValueError(f"{path} is not in {name}; the {'seed' if prefix == 'seed' else 'N'} cannot be read from it")
+        raise ValueError(f"{path} is not in {name}; the {prefix} cannot be read from it")
     return int(match.group(1))
 
 
