@@ -8,6 +8,7 @@ Tests must not mutate the shared model in place (use copy.deepcopy before .doubl
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from pathlib import Path
@@ -103,6 +104,8 @@ def golden():
         if os.environ.get("UPDATE_GOLDEN"):
             for path, text in files.items():
                 path.parent.mkdir(parents=True, exist_ok=True)
+                if path.suffix == ".json":  # stored without the float noise the comparison ignores
+                    text = json.dumps(without_noise(json.loads(text)), indent=2) + "\n"
                 path.write_text(text)
             pytest.skip(f"wrote {', '.join(map(str, files))}: read the diff before committing it")
         for path, text in files.items():
@@ -112,6 +115,18 @@ def golden():
             else:
                 assert text == path.read_text(), f"{path} differs: `make golden` rewrites it"
     return check
+
+
+def without_noise(value):
+    """`value` (parsed JSON) with every float rounded to 12 significant digits and those below 1e-12 in size
+    written as 0.0 (no negative zero): well inside what `approx_numbers` compares to."""
+    if isinstance(value, dict):
+        return {k: without_noise(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_noise(v) for v in value]
+    if isinstance(value, float) and math.isfinite(value):
+        return 0.0 if abs(value) < 1e-12 else float(f"{value:.12g}")
+    return value
 
 
 def approx_numbers(value):
