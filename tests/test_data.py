@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import h5py
@@ -16,6 +17,7 @@ from manifold_robustness.data import (
     FontsSpec,
     evaluation_subset,
     make_fonts,
+    read_font_set,
     read_glyph_bank,
     read_labels,
     read_ranges,
@@ -24,6 +26,7 @@ from manifold_robustness.data import (
     training_subset,
     write_dataset,
 )
+from manifold_robustness.fonts import matplotlib_font_dir
 from manifold_robustness.stages import build_fonts
 from manifold_robustness.transformer import CODE_NAMES, PRESETS, TransformRanges, decode
 
@@ -184,6 +187,40 @@ def test_data_stage_records_the_geometry_and_renders_with_it(tmp_path, geometry)
     np.testing.assert_allclose(decode(*args, geometry).numpy(), d["images"], atol=1e-6)
     other = "placement" if geometry == "sampling" else "sampling"
     assert np.abs(decode(*args, other).numpy() - d["images"]).max() > 0.5
+
+
+def test_default_fonts_are_the_pinned_set_whatever_else_the_machine_has(tmp_path):
+    """The default renders from matplotlib's fonts checked by sha256; a folder of other fonts (here copies under
+    new names, as a font package would add) changes no image, and the file names the set and its digest."""
+    small = {"per_font_class_train": 2, "per_font_class_test": 1}
+    extra = tmp_path / "more-fonts"
+    extra.mkdir()
+    swapped_font(matplotlib_font_dir() / "DejaVuSans.ttf", extra / "Swapped.ttf")  # a font no set lists
+    shutil.copy(matplotlib_font_dir() / "cmr10.ttf", extra / "cmr10.ttf")  # a listed font, found twice
+    build_fonts(fonts_config(**small), str(tmp_path / "pinned.h5"))
+    build_fonts(fonts_config(**small, extra_dirs=[str(extra)]), str(tmp_path / "crowded.h5"))
+    build_fonts(fonts_config(**small, source="system", include_system=False, extra_dirs=[str(extra)]),
+                str(tmp_path / "system.h5"))
+    for split in ("train", "test"):
+        a, b = read_split(tmp_path / "pinned.h5", split), read_split(tmp_path / "crowded.h5", split)
+        assert all(np.array_equal(a[k], b[k]) for k in a), split
+    pinned = read_font_set(tmp_path / "pinned.h5")
+    assert re.fullmatch(r"23 fonts \(pinned set matplotlib-3\.11\.2; font-set sha256 [0-9a-f]{64}\)", pinned), pinned
+    assert read_font_set(tmp_path / "crowded.h5") == pinned
+    system = read_font_set(tmp_path / "system.h5")  # asked for, the other font is used
+    assert system.startswith("24 fonts (system fonts; font-set sha256 ") and system[-66:] != pinned[-66:]
+    assert str(extra / "Swapped.ttf") in read_glyph_bank(tmp_path / "system.h5")[1]
+
+
+def swapped_font(source: Path, out: Path) -> None:
+    """A copy of `source` whose A and B are swapped in the character map: another font, as far as glyphs go."""
+    from fontTools.ttLib import TTFont
+
+    with TTFont(str(source)) as tt:
+        maps = {id(t.cmap): t.cmap for t in tt["cmap"].tables if 0x41 in t.cmap and 0x42 in t.cmap}
+        for cmap in maps.values():  # subtables may share one mapping: swap each mapping once
+            cmap[0x41], cmap[0x42] = cmap[0x42], cmap[0x41]
+        tt.save(str(out))
 
 
 def test_read_ranges_rejects_an_unknown_geometry(tmp_path, fonts_data):

@@ -16,7 +16,11 @@ from manifold_robustness.fonts import (
     discover_font_files,
     extract_fonts,
     fetch_archive,
+    font_set_digest,
+    font_set_manifest,
     matplotlib_font_dir,
+    pinned_font_files,
+    read_manifest,
     render_letters,
     sha256_of,
 )
@@ -225,3 +229,68 @@ def test_extract_rejects_non_archive(tmp_path):
     junk.write_bytes(b"plain bytes, not an archive")
     with pytest.raises(RuntimeError, match=re.escape("neither a zip nor a tar archive")):
         extract_fonts(junk, tmp_path / "out")
+
+
+def write_manifest(path: Path, files: list[Path]) -> Path:
+    path.write_text("".join(f"{sha256_of(p)}  {p.name}\n" for p in files))
+    return path
+
+
+def test_bundled_font_set_is_what_the_pinned_matplotlib_ships():
+    """Every file of the bundled set is found in matplotlib's folder with its listed sha256, and the set is all
+    of that folder's fonts: a matplotlib that ships other files fails here, not in the middle of a run."""
+    manifest = font_set_manifest("matplotlib-3.11.2")
+    files = pinned_font_files(manifest, [matplotlib_font_dir()])
+    assert [p.name for p in files] == [name for _, name in read_manifest(manifest)]
+    assert len(files) == 40 and {p.name for p in files} == {p.name for p in discover_font_files([matplotlib_font_dir()])}
+    assert all(sha256_of(p) == d for p, (d, _) in zip(files, read_manifest(manifest)))
+
+
+def test_pinned_set_ignores_other_fonts_and_other_folders(tmp_path, dejavu_paths):
+    """Extra fonts elsewhere (another name, or a second copy) change nothing: the same files, in the same order,
+    give the same glyph bank."""
+    manifest = write_manifest(tmp_path / "set.sha256", dejavu_paths)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    shutil.copy(matplotlib_font_dir() / "DejaVuSans-Bold.ttf", extra / "AAA-Other.ttf")  # not listed
+    shutil.copy(dejavu_paths[0], extra / dejavu_paths[0].name)  # a listed file twice
+    alone = pinned_font_files(manifest, [matplotlib_font_dir()])
+    crowded = pinned_font_files(manifest, [extra, matplotlib_font_dir()])
+    assert [p.name for p in crowded] == sorted((p.name for p in dejavu_paths), key=str.lower)
+    assert [sha256_of(p) for p in crowded] == [sha256_of(p) for p in alone]
+    bank_alone, _, _ = build_glyph_bank(alone, 10, 0)
+    bank_crowded, _, _ = build_glyph_bank(crowded, 10, 0)
+    np.testing.assert_array_equal(bank_alone, bank_crowded)
+
+
+def test_pinned_set_refuses_a_missing_or_changed_font(tmp_path, dejavu_paths):
+    manifest = write_manifest(tmp_path / "set.sha256", dejavu_paths)
+    here = tmp_path / "fonts"
+    here.mkdir()
+    shutil.copy(dejavu_paths[0], here / dejavu_paths[0].name)
+    with pytest.raises(RuntimeError, match=r"DejaVuSansMono.ttf was not found.*fonts.source: system"):
+        pinned_font_files(manifest, [here])
+    for p in dejavu_paths[1:]:
+        shutil.copy(p, here / p.name)
+    (here / "DejaVuSerif.ttf").write_bytes((here / "DejaVuSerif.ttf").read_bytes() + b"x")
+    with pytest.raises(RuntimeError, match=r"DejaVuSerif.ttf is at .* but its content differs"):
+        pinned_font_files(manifest, [here])
+
+
+def test_font_set_names_and_manifests_are_checked(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"neither a bundled font set \(matplotlib-3.11.2\)"):
+        font_set_manifest("no-such-set")
+    bad = tmp_path / "bad.sha256"
+    bad.write_text("1234  DejaVuSans.ttf\n")
+    with pytest.raises(ValueError, match=r"bad.sha256, line 1: expected '<sha256 in hex>  <font file name>'"):
+        read_manifest(bad)
+    bad.write_text("# nothing\n")
+    with pytest.raises(ValueError, match="lists no fonts"):
+        read_manifest(bad)
+
+
+def test_font_set_digest_depends_on_the_files_not_their_order():
+    a, b, c = ("0" * 64, "1" * 64, "2" * 64)
+    assert font_set_digest([a, b]) == font_set_digest([b, a])
+    assert font_set_digest([a, b]) != font_set_digest([a, c])
+    assert font_set_digest([a]) != font_set_digest([a, b])

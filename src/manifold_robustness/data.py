@@ -141,6 +141,16 @@ def read_glyph_bank(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
         return h5["glyphs/images"][()], list(h5["glyphs/font_names"].asstr()[()])
 
 
+def read_font_set(path: str | os.PathLike) -> str:
+    """How the FONTS file names its fonts: their count, the set they came from and the set's sha256 (files
+    written before the set was recorded give the count alone)."""
+    with h5py.File(path, "r") as h5:
+        n, attrs = len(h5["glyphs/font_names"]), h5.attrs
+        if "font_set_sha256" not in attrs:
+            return f"{n} fonts"
+        return f"{n} fonts ({attrs['font_set']}; font-set sha256 {attrs['font_set_sha256']})"
+
+
 def read_ranges(path: str | os.PathLike) -> TransformRanges:
     """The box FONTS codes were sampled from (the true manifold's domain) and the convention they were rendered
     with, as stored in the dataset file."""

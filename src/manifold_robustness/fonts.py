@@ -3,6 +3,10 @@
 A font enters the bank when it maps each of A-J, renders each non-empty and inside the canvas, renders no
 two letters alike, is not a copy of a font already in the bank, and its letters look like A-J (each glyph is
 closest, among all other fonts' glyphs, to one of the same letter; see `letters_recognized`). Every rejected font is reported with its reason.
+
+A pinned font set (`fonts.source: pinned`) is a manifest in `sha256sum` format: the font files it lists are
+taken wherever they are found, each checked by its digest, and every other font on the machine is ignored, so
+two machines render the same FONTS whatever else they have installed. Bundled sets live in `font_sets/`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ LETTERS = "ABCDEFGHIJ"
 FONT_SUFFIXES = (".ttf", ".otf")
 MIN_FONTS_FOR_LETTER_CHECK = 5
 SYSTEM_FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.fonts", "~/.local/share/fonts")
+FONT_SETS_DIR = Path(__file__).with_name("font_sets")
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +82,72 @@ def sha256_of(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def font_set_manifest(name_or_path: str) -> Path:
+    """The manifest of a bundled font set (by name, e.g. `matplotlib-3.11.2`) or of a manifest file (by path)."""
+    bundled = FONT_SETS_DIR / f"{name_or_path}.sha256"
+    if bundled.is_file():
+        return bundled
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    names = sorted(p.stem for p in FONT_SETS_DIR.glob("*.sha256"))
+    raise FileNotFoundError(f"fonts.pinned is '{name_or_path}', which is neither a bundled font set ({', '.join(names)}) "
+                            "nor a manifest file; give one of those names or the path of a file written by "
+                            "`sha256sum *.ttf`")
+
+
+def read_manifest(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """(sha256, file name) pairs of a manifest in `sha256sum` format, in file-name order."""
+    entries = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        digest, _, name = line.strip().partition(" ")
+        name = Path(name.strip().lstrip("*")).name
+        if len(digest) != 64 or not name or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(f"{path}, line {number}: expected '<sha256 in hex>  <font file name>', got {line!r}")
+        entries.append((digest, name))
+    if not entries:
+        raise ValueError(f"{path} lists no fonts; write it with `sha256sum *.ttf > {Path(path).name}`")
+    return sorted(entries, key=lambda e: (e[1].lower(), e[0]))
+
+
+def font_set_digest(digests: list[str]) -> str:
+    """One SHA-256 for a set of font files: of their sorted digests, one per line. Two runs whose digests agree
+    rendered from the same font files."""
+    return hashlib.sha256("".join(f"{d}\n" for d in sorted(digests)).encode()).hexdigest()
+
+
+def pinned_font_files(manifest: str | os.PathLike, dirs: list[str | os.PathLike]) -> list[Path]:
+    """The files of a pinned set, found under `dirs` by name and checked by digest, in the manifest's order.
+
+    A listed font that is missing, or found only with other content, is an error naming the file, the folders
+    searched and the fix; fonts not listed are never returned."""
+    entries = read_manifest(manifest)
+    by_name: dict[str, list[Path]] = {}
+    for p in discover_font_files(dirs):
+        by_name.setdefault(p.name, []).append(p)
+    chosen, problems = [], []
+    for digest, name in entries:
+        found = by_name.get(name, [])
+        match = next((p for p in found if sha256_of(p) == digest), None)
+        if match is not None:
+            chosen.append(match)
+        elif found:
+            problems.append(f"{name} is at {found[0]} but its content differs (sha256 {sha256_of(found[0])}, "
+                            f"listed {digest})")
+        else:
+            problems.append(f"{name} was not found")
+    if problems:
+        raise RuntimeError(
+            f"the pinned font set {manifest} cannot be assembled from {', '.join(map(str, dirs))}: "
+            f"{'; '.join(problems[:5])}{' and more' if len(problems) > 5 else ''}. Install the versions it was "
+            "made from (the bundled matplotlib set needs the matplotlib pinned in pyproject.toml: run `make`), "
+            "add the folder holding them under fonts.extra_dirs, or set fonts.source: system to use whatever "
+            "fonts this machine has (the numbers then depend on them)")
+    return chosen
 
 
 def fetch_archive(url: str, dest: str | os.PathLike, sha256: str = "") -> str:

@@ -192,13 +192,14 @@ PAPER_SETTINGS = {
 }
 
 
-def settings_beside_paper(cfg: Mapping, n_fonts: int | None = None) -> list[dict]:
-    """The run's value of each setting in PAPER_SETTINGS, and whether it is the paper's."""
+def settings_beside_paper(cfg: Mapping, n_fonts: int | None = None, font_set: str | None = None) -> list[dict]:
+    """The run's value of each setting in PAPER_SETTINGS, and whether it is the paper's; `font_set` (from
+    `data.read_font_set`) names the fonts and their digest."""
     cls, pgd, onm, vae = cfg["classifiers"], cfg["pgd"], cfg["onmanifold"], cfg["vaegan"]
     fonts, datasets = cfg.get("fonts", {}), list(cfg.get("datasets", vae["epochs"]))
     train, steps = cls["adversarial_attack"], vae.get("max_steps", {})
     run = {
-        "fonts": f"{n_fonts} fonts ({fonts.get('source')})" if n_fonts else f"source {fonts.get('source')}",
+        "fonts": font_set or (f"{n_fonts} fonts ({fonts.get('source')})" if n_fonts else f"source {fonts.get('source')}"),
         "FONTS ranges": str(fonts.get("ranges")),
         "FONTS geometry": str(fonts.get("geometry")),
         "learned-manifold latent box": str(onm.get("latent_box")),

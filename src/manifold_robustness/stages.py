@@ -20,10 +20,11 @@ import torch
 from . import __version__
 from .attack_io import best_restart_success, read_record, save_attack
 from .attacks import Adversary, AttackConfig, pgd, pgd_adversary
-from .data import (FontsSpec, evaluation_subset, make_fonts, read_glyph_bank, read_labels, read_ranges, read_split,
-                   split_size, training_subset, write_dataset)
+from .data import (FontsSpec, evaluation_subset, make_fonts, read_font_set, read_glyph_bank, read_labels, read_ranges,
+                   read_split, split_size, training_subset, write_dataset)
 from .device import configure_torch, resolve_device
-from .fonts import build_glyph_bank, default_font_dirs, discover_font_files, extract_fonts, fetch_archive
+from .fonts import (build_glyph_bank, default_font_dirs, discover_font_files, extract_fonts, fetch_archive,
+                    font_set_digest, font_set_manifest, pinned_font_files, sha256_of)
 from .io import atomic_path, read_json, write_json
 from .models import load_classifier, save_classifier
 from .onmanifold import (ClassDecoders, clamped_shares, decoded_images, latent_box, learned_manifold_adversary,
@@ -70,24 +71,36 @@ def build_fonts(fonts_cfg: dict, out: str, archive_dir: str | None = None) -> No
     """Find fonts, build the glyph bank, render both FONTS splits, and write `results/data/fonts.h5`."""
     if fonts_cfg["source"] == "archive":
         dirs = [archive_dir] + list(fonts_cfg["extra_dirs"])
+    elif fonts_cfg["source"] == "pinned":  # the set's own files wherever they are: every other font is ignored
+        dirs = default_font_dirs(True, True, fonts_cfg["extra_dirs"])
     else:
         dirs = default_font_dirs(fonts_cfg["include_matplotlib"], fonts_cfg["include_system"], fonts_cfg["extra_dirs"])
-    paths = discover_font_files(dirs)
-    log.info("looked in %s: %d font files", dirs, len(paths))
+    if fonts_cfg["source"] == "pinned":
+        manifest = font_set_manifest(fonts_cfg["pinned"])
+        paths = pinned_font_files(manifest, dirs)
+        font_set = f"pinned set {fonts_cfg['pinned']}"
+        log.info("pinned font set %s: all %d listed files found with their sha256", manifest, len(paths))
+    else:
+        paths = discover_font_files(dirs)
+        font_set = f"{fonts_cfg['source']} fonts"
+        log.info("looked in %s: %d font files", dirs, len(paths))
     bank, kept, verdicts = build_glyph_bank(paths, fonts_cfg["max_fonts"], fonts_cfg["shuffle_seed"],
                                             fonts_cfg["min_recognized"], point_size=fonts_cfg["point_size"],
                                             searched=tuple(str(d) for d in dirs))
     for v in verdicts:
         if not v.kept:
             log.info("dropped %s: %s", v.path, v.reason)
-    log.info("kept %d fonts: %s", len(kept), ", ".join(p.name for p in kept))
+    set_digest = font_set_digest([sha256_of(p) for p in kept])
+    log.info("kept %d fonts (%s, font-set sha256 %s): %s", len(kept), font_set, set_digest,
+             ", ".join(p.name for p in kept))
     spec = FontsSpec(fonts_cfg["per_font_class_train"], fonts_cfg["per_font_class_test"],
                      replace(PRESETS[fonts_cfg["ranges"]], convention=fonts_cfg["geometry"]), fonts_cfg["seed"])
     splits = make_fonts(bank, spec)
     r = spec.ranges
     write_dataset(out, splits, bank, [str(p) for p in kept], attrs={
         "dataset": "fonts", "ranges": fonts_cfg["ranges"], "ranges_low": r.low.numpy(), "ranges_high": r.high.numpy(),
-        "geometry": r.convention, "seed": spec.seed, "n_fonts": len(kept), "letters": "ABCDEFGHIJ"})
+        "geometry": r.convention, "seed": spec.seed, "n_fonts": len(kept), "letters": "ABCDEFGHIJ",
+        "font_set": font_set, "font_set_sha256": set_digest})
     log.info("wrote %s: %d train, %d test images", out, len(splits["train"]["labels"]), len(splits["test"]["labels"]))
 
 
@@ -548,7 +561,7 @@ def report_claims(table: str, distances: dict[str, dict[int, str]], cfg: dict, j
         attach_paper_values(checks, calibration, calibrate(ref, ref_distances, cfg, cfg["classifiers"]["n_train"]))
     summary = comparison_summary(pd.read_csv(comparison)) if comparison else None
     n_fonts = len(read_glyph_bank(fonts_data)[1]) if fonts_data else None
-    settings = settings_beside_paper(cfg, n_fonts)
+    settings = settings_beside_paper(cfg, n_fonts, read_font_set(fonts_data) if fonts_data else None)
     appendix = comparison_markdown(summary, settings) if summary is not None else []
     doc = write_claims(checks, cfg, json_path, md_path, appendix, calibration)
     if front_page:
