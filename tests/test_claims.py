@@ -659,3 +659,32 @@ def test_golden_json_numbers_are_compared_to_float_noise_not_bit_for_bit():
     assert theirs == approx_numbers(ours)
     assert {**theirs, "mean": 0.1} != approx_numbers(ours)
     assert {**theirs, "n": 4} != approx_numbers(ours) and {**theirs, "verdict": "FAIL"} != approx_numbers(ours)
+
+
+def test_the_signed_step_attack_is_reported_beside_the_papers_and_judged_apart(tmp_path: Path) -> None:
+    """Claim 4 is judged on the paper's attack; the signed-step column (here saturated at 1.0 under normal
+    training, so its claim-4 statistics cannot decide) is shown beside it, with the verdict it would give."""
+    df = synthetic_table("fonts")
+    df["pgd_success_any"] = df["pgd_success"]
+    df["pgd_sign_success"] = np.where(df["mode"] == "adversarial", df["pgd_success"] + 0.1, 1.0)
+    df["pgd_sign_success_any"] = df["pgd_sign_success"]
+    cfg = workflow_config()
+    distances = {"fonts": summaries(tmp_path, np.array([3.0, 4.0]), np.array([0.01]))}
+    checks = C.judge(df, distances, cfg, "metrics.csv")
+    second = C.judge(df, distances, {**cfg, "figures": {**cfg["figures"], "success_column": "pgd_sign_success"}},
+                     "metrics.csv")
+    lines = C.second_attack_markdown(df, checks, second, ["fonts"])
+    assert lines[0] == "## The paper's attack beside signed-step PGD"
+    table = [line for line in lines if line.startswith("| fonts |")]
+    assert len(table) == 4 * len(N_GRID)  # one row per mode and N
+    assert "| fonts | normal | 250 | 3 | 0.950 (0.950) | 1.000 (1.000) |" in table
+    adversarial = df[(df["mode"] == "adversarial") & (df["n_train"] == 8000)]
+    assert (f"| fonts | adversarial | 8000 | 3 | {adversarial['pgd_success'].mean():.3f} "
+            f"({adversarial['pgd_success'].mean():.3f}) | {adversarial['pgd_sign_success'].mean():.3f}") in "\n".join(table)
+    (verdict_line,) = [line for line in lines if line.startswith("- fonts, claim 4:")]
+    ours = C.claim_verdict([ch for ch in checks if ch.claim == 4 and ch.dataset == "fonts"])
+    theirs = C.claim_verdict([ch for ch in second if ch.claim == 4 and ch.dataset == "fonts"])
+    assert ours == C.PASS and theirs == C.INCONCLUSIVE  # saturated under normal training: cannot decide
+    assert verdict_line.startswith(f"- fonts, claim 4: **{ours}** with the paper's attack, **{theirs}** with signed")
+    assert C.second_attack_markdown(df.drop(columns=["pgd_sign_success"]), checks, second, ["fonts"]) == []
+    assert C.second_attack_markdown(df.assign(pgd_sign_success=np.nan), checks, second, ["fonts"]) == []

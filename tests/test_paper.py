@@ -136,7 +136,8 @@ def quick_like_config(**changes) -> dict:
     attack = {"steps": 40, "restarts": 5, "optimizer": "adam", "adam_lr": 0.005, "start": "distance_direction"}
     cfg = {"fonts": {"source": "archive", "ranges": "hard", "geometry": "sampling"}, "datasets": ["fonts"],
            "classifiers": {"n_train": list(range(13)), "seeds": [0, 1, 2, 3, 4], "epochs": 20,
-                           "adversarial_attack": {"steps": 40, "optimizer": "sign", "step_size": 0.01}},
+                           "adversarial_attack": {"steps": 40, "optimizer": "adam", "adam_lr": 0.005,
+                                                  "start": "distance_direction"}},
            "pgd": {**attack, "n_test": 1000}, "onmanifold": {**attack, "n_test": 2500, "latent_box": "data_range"},
            "vaegan": {"channels": [64, 128, 256], "epochs": {"fonts": 10}, "max_steps": {"fonts": 0}}}
     for path, value in changes.items():
@@ -153,6 +154,18 @@ def test_settings_beside_paper_name_what_differs() -> None:
     names = {s["setting"] for s in differ if not s["as_paper"]}
     assert names == {"PGD evaluation", "FONTS ranges", "classifier epochs", "fonts"}
     assert next(s for s in differ if s["setting"] == "fonts")["run"].startswith("30 fonts")
+    # The paper's attack is Adam at lr 0.005 from the distance-and-direction start, in evaluation and training.
+    for change in ({"pgd.adam_lr": 0.01}, {"onmanifold.start": "uniform"}, {"onmanifold.steps": 20}):
+        (setting,) = [s for s in paper.settings_beside_paper(quick_like_config(**change), n_fonts=1000)
+                      if not s["as_paper"]]
+        assert setting["setting"] == ("PGD evaluation" if "pgd.adam_lr" in change else "on-manifold evaluation")
+    for attack in ({"steps": 40, "optimizer": "sign", "step_size": 0.01, "start": "distance_direction"},
+                   {"steps": 10, "optimizer": "adam", "adam_lr": 0.005, "start": "distance_direction"}):
+        (setting,) = [s for s in paper.settings_beside_paper(quick_like_config(**{
+            "classifiers.adversarial_attack": attack}), n_fonts=1000) if not s["as_paper"]]
+        assert setting["setting"] == "attack inside adversarial training"
+    named = paper.settings_beside_paper(quick_like_config(), n_fonts=23, font_set="23 fonts (pinned set x; sha 1)")
+    assert next(s for s in named if s["setting"] == "fonts")["run"] == "23 fonts (pinned set x; sha 1)"
 
 
 def test_front_page_leads_with_verdicts_and_comparison() -> None:

@@ -13,8 +13,9 @@ from .io import atomic_path, read_json
 
 COLUMNS = ("dataset", "mode", "n_train", "seed", "test_error", "pgd_success", "pgd_success_any",
            "onmanifold_success", "onmanifold_success_any")
-# pgd; onmanifold: the true manifold where one is known (FONTS), else the learned one; onmanifold_learned.
-ATTACKS = ("pgd", "onmanifold", "onmanifold_learned")
+# pgd (the paper's attack); onmanifold: the true manifold where one is known (FONTS), else the learned one;
+# onmanifold_learned; pgd_sign: the signed-step L_inf attack reported beside the paper's.
+ATTACKS = ("pgd", "onmanifold", "onmanifold_learned", "pgd_sign")
 
 
 def metrics_row(metrics_json: str | os.PathLike, attacks: dict[str, str | os.PathLike]) -> dict:

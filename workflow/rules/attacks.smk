@@ -1,4 +1,4 @@
-# Attacks: L_inf PGD and on-manifold attacks (true and learned manifold) on fixed subsets of test images,
+# Attacks: L_inf PGD (the paper's, and a signed-step one beside it) and on-manifold attacks (true and learned manifold) on fixed subsets of test images,
 # with per-example records; one job per setting (dataset, mode, N) attacks the models of all seeds.
 
 
@@ -24,6 +24,19 @@ rule attack_pgd:
         device=config["device"],
     script:
         "../scripts/attack_pgd.py"
+
+
+# The second L_inf evaluation (pgd_sign), reported beside the paper's attack on the same images.
+use rule attack_pgd as attack_pgd_sign with:
+    output:
+        per_seed(f"results/attacks/{RUN}/pgd_sign.h5"),
+    log:
+        f"logs/attack_pgd_sign/{SETTING}.log",
+    benchmark:
+        f"results/benchmarks/attack_pgd_sign/{SETTING}.tsv"
+    params:
+        pgd={**config["pgd"], **config["pgd_sign"]},
+        device=config["device"],
 
 
 rule attack_onmanifold:

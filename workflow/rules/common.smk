@@ -198,7 +198,8 @@ def fig1_inputs(wildcards):
 
 # The tables a figure reads, and the attack records each joins: a figure pulls in only the attacks it plots.
 TABLE_ATTACKS = {
-    "metrics": ("pgd", "onmanifold", "onmanifold_learned"),
+    "metrics": ("pgd", "onmanifold", "onmanifold_learned")
+    + (("pgd_sign",) if config["pgd_sign"]["enabled"] else ()),
     "fig3_onmanifold": ("onmanifold", "onmanifold_learned"),
     "fig4_regular": ("pgd",),
 }
@@ -208,6 +209,7 @@ def table_inputs(wildcards):
     """Every model's metrics.json and, per attack the table joins, one record per model in the same order."""
     records = {
         "pgd": per_run(f"results/attacks/{RUN}/pgd.h5"),
+        "pgd_sign": per_run(f"results/attacks/{RUN}/pgd_sign.h5"),
         "onmanifold": per_run(f"results/attacks/{RUN}/onmanifold.h5"),
         "onmanifold_learned": learned_records(),
     }
