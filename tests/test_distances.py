@@ -14,8 +14,10 @@ from manifold_robustness.distances import (
     distance_to_local_manifold,
     distance_to_perturbation_ratio,
     fit_pca,
+    local_distances,
     local_subspace_distance,
     nearest_neighbours,
+    perturbation_residuals,
     pca_features,
     project_true_manifold,
     start_codes,
@@ -457,3 +459,53 @@ def test_local_manifold_of_no_images(train_tensors):
     images = train_tensors[0][:100]
     out = distance_to_local_manifold(images[:0], images, fit_pca(images, dim=10), k=5)
     assert out["distance"].shape == (0,) and out["regularized"].shape == (0,) and out["neighbours"].shape == (0, 5)
+
+
+
+# --- The paper's estimator on approximated manifolds and the supplement's mean-centred variant -----------------
+
+
+def _lstsq_residual(vec: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """||vec - X beta*|| per example by torch.linalg.lstsq (float64), X's columns the rows of `columns`."""
+    sol = torch.linalg.lstsq(columns.transpose(1, 2).double(), vec.double()[:, :, None], driver="gelsd").solution
+    return (vec.double() - (columns.transpose(1, 2).double() @ sol).squeeze(2)).norm(dim=1)
+
+
+def test_paper_estimator_measures_the_perturbation_outside_the_span_of_the_centred_neighbours() -> None:
+    g = torch.Generator().manual_seed(5)
+    n, k, d = 6, 8, 40
+    origin = torch.rand(n, d, generator=g, dtype=torch.float64)
+    nb = origin[:, None] + 0.3 * torch.randn(n, k, d, generator=g, dtype=torch.float64)
+    inside = torch.einsum("nk,nkd->nd", torch.randn(n, k, generator=g, dtype=torch.float64), nb - origin[:, None])
+    out = perturbation_residuals(origin + inside, origin, nb)
+    assert out["paper"].abs().max() < 1e-9  # a perturbation along the local manifold is on it
+    # One orthogonal to every x_i - x (Gram-Schmidt against them): its whole norm is off the manifold.
+    raw = torch.randn(n, d, generator=g, dtype=torch.float64)
+    q, _ = torch.linalg.qr((nb - origin[:, None]).transpose(1, 2))
+    ortho = raw - (q @ (q.transpose(1, 2) @ raw[:, :, None])).squeeze(2)
+    out = perturbation_residuals(origin + ortho, origin, nb)
+    torch.testing.assert_close(out["paper"], ortho.norm(dim=1))
+    # Any perturbation: the least-squares residual, for both centrings (all k mean-centred vectors for lstsq).
+    delta = 0.2 * torch.randn(n, d, generator=g, dtype=torch.float64)
+    out = perturbation_residuals(origin + delta, origin, nb)
+    torch.testing.assert_close(out["paper"], _lstsq_residual(delta, nb - origin[:, None]))
+    torch.testing.assert_close(out["mean_centred"], _lstsq_residual(delta, nb - nb.mean(1, keepdim=True)))
+    assert not out["paper_regularized"].any() and not out["mean_centred_regularized"].any()
+    assert not torch.allclose(out["mean_centred"], out["paper"])
+
+
+def test_local_distances_do_not_depend_on_batching_and_clean_perturbations_are_zero(fonts_set) -> None:
+    images = fonts_set["images"].double()
+    train = torch.cat([images, images.flip(-1)])
+    pca = fit_pca(train, dim=10)
+    adversarial = (images + 0.05 * torch.sign(torch.sin(torch.arange(784.0))).view(1, 1, 28, 28)).clamp(0, 1)
+    a = local_distances(adversarial, images, train, pca, k=6)
+    b = local_distances(adversarial, images, train, pca, k=6, batch_size=5)
+    for key in ("paper", "mean_centred", "affine"):
+        torch.testing.assert_close(a[key], b[key])
+        assert a[key].shape == (len(images),)
+    torch.testing.assert_close(a["affine"], distance_to_local_manifold(adversarial, train, pca, k=6)["distance"])
+    same = local_distances(images, images, train, pca, k=6)
+    assert same["paper"].abs().max() == 0 and same["mean_centred"].abs().max() == 0  # delta = 0
+    perturbation = (adversarial - images).flatten(1).norm(dim=1)
+    assert (a["paper"] <= perturbation + 1e-9).all()  # a residual never exceeds the vector it is of

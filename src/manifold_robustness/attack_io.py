@@ -95,3 +95,13 @@ def load_success_rates(path: str | os.PathLike) -> dict[str, float | str]:
             rates[key] = str(attrs[f"config.{key}"])
     rates.update({key[len("stat."):]: float(value) for key, value in attrs.items() if key.startswith("stat.")})
     return rates
+
+
+def read_optional(path: str | os.PathLike, key: str) -> np.ndarray | None:
+    """The array `key` of a record, or None where the record does not hold it (records written before it was
+    stored); an unreadable file is the error `read_record` gives."""
+    try:
+        with h5py.File(path, "r") as h5:
+            return h5[key][()] if key in h5 else None
+    except OSError as err:
+        raise RuntimeError(f"attack record {path} is incomplete or corrupt ({err}); delete it and rerun") from err

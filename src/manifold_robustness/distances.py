@@ -7,9 +7,17 @@ Two estimates, as in the paper:
   (the paper's lr 0.09 and 100 iterations are the defaults of the `distances` settings, config/schema.yaml)
   from several starts; the first start is the example's own code, the others are uniform in the box, drawn per
   (seed, example index, start) so that a result never depends on batching or order.
-* EMNIST / Fashion-MNIST, where it is not: approximate the manifold around x by the affine span of x's k nearest
-  training images (found in a PCA space, as the paper does) and take the L2 distance of x to that span in pixels.
-  For an adversarial example the neighbours are searched for the adversarial example itself.
+* EMNIST / Fashion-MNIST, where it is not: approximate the manifold locally by the k nearest training images
+  x_1..x_k of the adversarial example x~ (searched in a PCA space, as the paper does). Three estimators
+  (`LOCAL_ESTIMATORS`, config `distances.local_estimator`):
+  - `paper` (the main paper's, supplement section on the distance to the manifold): the part of the perturbation
+    delta = x~ - x that the span of x_i - x cannot explain, ||delta - X beta*|| with beta* the least-squares
+    fit; x is the image the attack started from (the test image; for an on-manifold example the decoded clean
+    latent, our reading: the test image itself is off the learned manifold by the VAE-GAN's reconstruction
+    error). A clean image has delta = 0 and distance 0 by construction.
+  - `mean_centred` (the supplement's variant): the same delta against the span of x_i - mean(x_i); a clean image
+    is measured as x - mean(x_i) against its own neighbours, which is its distance to their affine span.
+  - `affine` (this project's earlier estimator): the distance of x~ itself to the affine span of its neighbours.
 """
 
 from __future__ import annotations
@@ -199,6 +207,25 @@ def lowest(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return d, idx
 
 
+def span_residual(vec: torch.Tensor, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Distance of vec (n, D) from the linear span of basis (n, m, D), with the projection (n, D) and the flag of
+    a rank-deficient basis, computed as `local_subspace_distance` describes (float64, ridge where singular)."""
+    v64, b64 = vec.flatten(1).double(), basis.to(vec.device, torch.float64)
+    gram = b64 @ b64.transpose(1, 2)  # (n, m, m)
+    rhs = (b64 @ v64[:, :, None]).squeeze(2)  # (n, m)
+    values, vectors = torch.linalg.eigh(gram)
+    tiny = torch.finfo(torch.float64).tiny
+    top = values[:, -1].clamp_min(tiny)
+    flagged = values[:, 0] <= RANK_RTOL * top
+    ridge = torch.where(flagged, RIDGE * top, torch.zeros_like(top))
+    # Flagged or not, every denominator is positive; the clamp keeps 1 / denom finite where the Gram is zero
+    # (all basis vectors zero), where every coefficient is then 0 and the projection is 0.
+    inv = 1 / (values + ridge[:, None]).clamp_min(tiny)
+    coef = (vectors @ (inv * (vectors.transpose(1, 2) @ rhs[:, :, None]).squeeze(2))[:, :, None]).squeeze(2)
+    proj = (coef[:, None, :] @ b64).squeeze(1)
+    return (v64 - proj).norm(dim=1), proj, flagged
+
+
 def local_subspace_distance(x: torch.Tensor, neighbours: torch.Tensor,
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Distance of x (n, D) to the affine span of its neighbours (n, k, D), with the projection (n, D).
@@ -219,21 +246,34 @@ def local_subspace_distance(x: torch.Tensor, neighbours: torch.Tensor,
         proj = origin
         flagged = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     else:
-        basis = nb[:, 1:] - origin[:, None]  # (n, m, D)
-        gram = basis @ basis.transpose(1, 2)  # (n, m, m)
-        rhs = (basis @ (x64 - origin)[:, :, None]).squeeze(2)  # (n, m)
-        values, vectors = torch.linalg.eigh(gram)
-        tiny = torch.finfo(torch.float64).tiny
-        top = values[:, -1].clamp_min(tiny)
-        flagged = values[:, 0] <= RANK_RTOL * top
-        ridge = torch.where(flagged, RIDGE * top, torch.zeros_like(top))
-        # Flagged or not, every denominator is positive; the clamp keeps 1 / denom finite where the Gram is zero
-        # (all neighbours equal), where every coefficient is then 0 and the span is the single point.
-        inv = 1 / (values + ridge[:, None]).clamp_min(tiny)
-        coef = (vectors @ (inv * (vectors.transpose(1, 2) @ rhs[:, :, None]).squeeze(2))[:, :, None]).squeeze(2)
-        proj = origin + (coef[:, None, :] @ basis).squeeze(1)
+        _, offset, flagged = span_residual(x64 - origin, nb[:, 1:] - origin[:, None])
+        proj = origin + offset
     distance = (x64 - proj).norm(dim=1)
     return distance.to(x.dtype), proj.to(x.dtype), flagged
+
+
+LOCAL_ESTIMATORS = ("paper", "mean_centred", "affine")
+
+
+def perturbation_residuals(adversarial: torch.Tensor, origins: torch.Tensor, neighbours: torch.Tensor,
+                           ) -> dict[str, torch.Tensor]:
+    """The `paper` and `mean_centred` distances (see the module docstring) of adversarial examples (n, D) made
+    from `origins` (n, D), against their neighbours (n, k, D), with each one's rank-deficiency flag.
+
+    The k vectors x_i - mean(x_i) sum to zero, so any k - 1 of them span the same space; the first k - 1 are
+    used, which keeps the Gram matrix regular for k distinct neighbours in general position."""
+    adversarial, origins = adversarial.flatten(1).double(), origins.flatten(1).double()
+    nb = neighbours.to(adversarial.device, torch.float64)
+    delta = adversarial - origins
+    paper, _, paper_flag = span_residual(delta, nb - origins[:, None])
+    centred = nb - nb.mean(dim=1, keepdim=True)
+    if nb.shape[1] > 1:
+        mean_centred, _, mean_flag = span_residual(delta, centred[:, :-1])
+    else:  # one neighbour: its mean is itself and the span is {0}
+        mean_centred, mean_flag = delta.norm(dim=1), torch.zeros(len(delta), dtype=torch.bool, device=delta.device)
+    dtype = neighbours.dtype
+    return {"paper": paper.to(dtype), "mean_centred": mean_centred.to(dtype), "paper_regularized": paper_flag,
+            "mean_centred_regularized": mean_flag}
 
 
 def distance_to_local_manifold(images: torch.Tensor, train_images: torch.Tensor,
@@ -254,3 +294,20 @@ def distance_to_local_manifold(images: torch.Tensor, train_images: torch.Tensor,
              for x, nb in zip(images.flatten(1).split(batch_size), neighbours.split(batch_size))]
     return {"distance": torch.cat([p[0] for p in parts]), "regularized": torch.cat([p[2] for p in parts]),
             "neighbours": neighbours}
+
+
+def local_distances(adversarial: torch.Tensor, origins: torch.Tensor, train_images: torch.Tensor,
+                    pca: tuple[torch.Tensor, torch.Tensor], *, k: int, batch_size: int = 250,
+                    train_feats: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """All three local estimators (`LOCAL_ESTIMATORS`) of adversarial examples made from `origins`, over the same
+    k nearest training images of each adversarial example: dict of distances (n,) per estimator, the
+    `*_regularized` masks (`regularized` for affine) and `neighbours` (n, k)."""
+    out = distance_to_local_manifold(adversarial, train_images, pca, k=k, batch_size=batch_size,
+                                     train_feats=train_feats)
+    train_flat = train_images.flatten(1)
+    parts = [perturbation_residuals(a, o, train_flat[nb.to(train_flat.device)].to(a.device))
+             for a, o, nb in zip(adversarial.flatten(1).split(batch_size), origins.flatten(1).split(batch_size),
+                                 out["neighbours"].split(batch_size))]
+    merged = {key: torch.cat([p[key] for p in parts]) if parts else out["distance"].new_empty(0)
+              for key in ("paper", "mean_centred", "paper_regularized", "mean_centred_regularized")}
+    return {**merged, "affine": out["distance"], "regularized": out["regularized"], "neighbours": out["neighbours"]}

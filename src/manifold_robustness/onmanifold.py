@@ -80,8 +80,14 @@ class ClassDecoders(nn.Module):
 def decoded_images(result: AttackResult, decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                    restart: int | None = None, batch_size: int = 1000) -> torch.Tensor:
     """Images of the kept variables: of the best restart per example, or of one given restart."""
-    n = len(result.labels)
     v = result.best_variables() if restart is None else result.variables[:, restart]
+    return decode_variables(v, decode, batch_size)
+
+
+def decode_variables(v: torch.Tensor, decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                     batch_size: int = 1000) -> torch.Tensor:
+    """Images of one variable (code or latent) per attacked example, row i decoded as example i."""
+    n = len(v)
     rows = torch.arange(n, device=v.device)
     with torch.no_grad():
         return torch.cat([decode(v[i:i + batch_size], rows[i:i + batch_size]) for i in range(0, n, batch_size)]) \

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .attack_io import best_restart_success, read_record, save_attack
+from .attack_io import best_restart_success, read_optional, read_record, save_attack
 from .attacks import Adversary, AttackConfig, pgd, pgd_adversary
 from .data import (FontsSpec, evaluation_subset, make_fonts, read_font_set, read_glyph_bank, read_labels, read_ranges,
                    read_split, split_size, training_subset, write_dataset)
@@ -27,9 +27,9 @@ from .fonts import (build_glyph_bank, default_font_dirs, discover_font_files, ex
                     font_set_digest, font_set_manifest, pinned_font_files, sha256_of)
 from .io import atomic_path, read_json, write_json
 from .models import load_classifier, save_classifier
-from .onmanifold import (ClassDecoders, clamped_shares, decoded_images, latent_box, learned_manifold_adversary,
-                         learned_manifold_attack, transformation_adversary, true_manifold_adversary,
-                         true_manifold_attack)
+from .onmanifold import (ClassDecoders, clamped_shares, decode_variables, decoded_images, latent_box,
+                         learned_manifold_adversary, learned_manifold_attack, transformation_adversary,
+                         true_manifold_adversary, true_manifold_attack)
 from .stacked import resolve_engine, train_stacked
 from .training import TrainConfig, error_rate, predict, train_classifier
 from .transformer import PRESETS, TransformRanges
@@ -319,6 +319,7 @@ def attack_onmanifold(data_path: str, model_path: str, out: str, manifold: str, 
     seconds = time.perf_counter() - start
     rates = save_attack(out, result, subset, cfg, images=decoded_images(result, decode),
                         extra={"clean_latent": clean_latent, "test_pred": predict(model, images),
+                               "clean_decoded": decode_variables(clean_latent, decode),
                                **learned.get("extra", {})},
                         attrs={"manifold": manifold, "seconds": seconds, "device": str(device),
                                "model": str(model_path), "vaegans": [str(p) for p in vaegan_paths or []],
@@ -329,10 +330,12 @@ def attack_onmanifold(data_path: str, model_path: str, out: str, manifold: str, 
 
 
 def manifold_distances(images: torch.Tensor, data: dict[str, np.ndarray], dist_cfg: dict, true_manifold: tuple | None,
-                       local: tuple | None) -> dict[str, torch.Tensor]:
+                       local: tuple | None, origins: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Distance of images to the manifold: projection onto the true one given (glyphs, ranges), else the local
-    linear approximation given (pca, train images, their PCA features)."""
-    from .distances import distance_to_local_manifold, project_true_manifold
+    linear approximation given (pca, train images, their PCA features). On the local approximation, `origins`
+    (the images the attack started from; None for clean images) give every estimator of `LOCAL_ESTIMATORS`
+    under its name, and `distance` is the configured one's."""
+    from .distances import distance_to_local_manifold, local_distances, project_true_manifold
 
     if true_manifold is not None:
         glyphs, ranges = true_manifold
@@ -343,8 +346,14 @@ def manifold_distances(images: torch.Tensor, data: dict[str, np.ndarray], dist_c
             starts=dist_cfg["starts"], seed=dist_cfg["seed"], indices=torch.from_numpy(data["index"]))
         return {"distance": dist, "codes": codes}
     pca, train_images, train_feats = local
-    out = distance_to_local_manifold(images, train_images, pca, k=dist_cfg["neighbours"], train_feats=train_feats)
-    return {"distance": out["distance"], "regularized": out["regularized"]}
+    if origins is None:  # clean images: delta = 0 (paper); the mean-centred variant is their affine distance
+        out = distance_to_local_manifold(images, train_images, pca, k=dist_cfg["neighbours"], train_feats=train_feats)
+        out = {"affine": out["distance"], "mean_centred": out["distance"], "paper": torch.zeros_like(out["distance"]),
+               "regularized": out["regularized"]}
+    else:
+        out = local_distances(images, origins, train_images, pca, k=dist_cfg["neighbours"], train_feats=train_feats)
+    return {"distance": out[dist_cfg["local_estimator"]], "regularized": out["regularized"],
+            **{f"distance_{name}": out[name] for name in ("paper", "mean_centred", "affine")}}
 
 
 def compute_distances(dataset: str, data_path: str, pgd_path: str, onmanifold_path: str, out: str,
@@ -357,6 +366,8 @@ def compute_distances(dataset: str, data_path: str, pgd_path: str, onmanifold_pa
     start = time.perf_counter()
     keys = ("index", "label", "adversarial", "success", "best_restart", "clean_pred")
     records = {"pgd": read_record(pgd_path, keys), "onmanifold": read_record(onmanifold_path, keys)}
+    # An on-manifold example starts from its decoded clean latent, where the record has it (else the test image).
+    starts_decoded = {"onmanifold": read_optional(onmanifold_path, "clean_decoded")}
     # Both records attack subsets of the same test images: read and measure each clean image once.
     union = np.union1d(records["pgd"]["index"], records["onmanifold"]["index"])
     test = {**read_split(data_path, "test", union), "index": union}
@@ -370,16 +381,26 @@ def compute_distances(dataset: str, data_path: str, pgd_path: str, onmanifold_pa
     clean = torch.from_numpy(test["images"]).to(device)
     d_clean = manifold_distances(clean, test, dist_cfg, true_manifold, local)
     arrays: dict[str, np.ndarray] = {"clean/index": union, "clean/distance": d_clean["distance"].cpu().numpy()}
+    for name in ("paper", "mean_centred", "affine"):
+        if f"distance_{name}" in d_clean:
+            arrays[f"clean/distance_{name}"] = d_clean[f"distance_{name}"].cpu().numpy()
     summary: dict = {"dataset": dataset, "manifold": "true" if local is None else "local linear",
+                     "estimator": "projection" if local is None else dist_cfg["local_estimator"],
                      "clean_median_distance": float(np.median(arrays["clean/distance"]))}
     if "regularized" in d_clean:
         summary["clean_n_regularized"] = int(d_clean["regularized"].sum())
     for name, record in records.items():
         rows = np.searchsorted(union, record["index"])
         adversarial = torch.from_numpy(record["adversarial"]).to(device)
-        d_adv = manifold_distances(adversarial, {k: v[rows] for k, v in test.items()}, dist_cfg, true_manifold, local)
+        decoded = starts_decoded.get(name)
+        origins = clean[torch.from_numpy(rows).to(device)] if decoded is None else torch.from_numpy(decoded).to(device)
+        d_adv = manifold_distances(adversarial, {k: v[rows] for k, v in test.items()}, dist_cfg, true_manifold, local,
+                                   origins=origins)
         fooled = best_restart_success(record) & (record["clean_pred"] == record["label"])
-        perturbation = (adversarial - clean[torch.from_numpy(rows).to(device)]).flatten(1).norm(dim=1)
+        perturbation = (adversarial - origins).flatten(1).norm(dim=1)
+        for estimator in ("paper", "mean_centred", "affine"):
+            if f"distance_{estimator}" in d_adv:
+                arrays[f"{name}/distance_{estimator}"] = d_adv[f"distance_{estimator}"].cpu().numpy()
         ratio = distance_to_perturbation_ratio(d_adv["distance"], perturbation).cpu().numpy()
         arrays.update({f"{name}/index": record["index"], f"{name}/success": fooled,
                        f"{name}/distance_clean": arrays["clean/distance"][rows],
