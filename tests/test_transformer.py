@@ -117,6 +117,24 @@ def test_sampling_theta_is_the_code_matrix_itself():
         torch.testing.assert_close(th, forward_matrix(c), atol=1e-12, rtol=0)
 
 
+def test_paper_geometry_is_the_supplements_matrix_entry_by_entry():
+    """The paper's FONTS matrix, typed from the supplement, is what `paper` sends to affine_grid."""
+    import math
+
+    codes = sample_codes(64, PRESETS["hard"], torch.Generator().manual_seed(3)).double()
+    theta = sampling_theta(codes, "paper")
+    for (t1, t2, l1, l2, s, r), th in zip(codes.tolist(), theta):
+        c, n = math.cos(r), math.sin(r)
+        paper = torch.tensor([[c * s - n * s * l1, -n * s + c * s * l1, t1],
+                              [c * s * l2 + n * s, -n * s * l2 + c * s, t2]], dtype=torch.float64)
+        torch.testing.assert_close(th, paper, atol=1e-12, rtol=0)
+    # It agrees with R @ Sh @ s without shear and differs with it.
+    plain = codes.clone()
+    plain[:, 2:4] = 0
+    torch.testing.assert_close(sampling_theta(plain, "paper"), sampling_theta(plain, "sampling"))
+    assert (sampling_theta(codes, "paper") - sampling_theta(codes, "sampling")).abs().max() > 0.1
+
+
 def square_image(side: int = 8) -> torch.Tensor:
     img = torch.zeros(1, 1, 28, 28)
     lo = 14 - side // 2

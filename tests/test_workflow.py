@@ -369,7 +369,7 @@ def write_config(path: Path, cfg: dict) -> Path:
     (("vaegan", "truncation"), 0.0, ("['vaegan']['truncation']", "less than or equal to the minimum of 0")),
     (("vaegan", "beta", "fonts"), 0.0, ("['beta']['fonts']", "less than or equal to the minimum of 0")),
     (("classifiers", "modes"), ["onmanifold"], ("'onmanifold' is not one of",)),
-    (("fonts", "geometry"), "inverse", ("['fonts']['geometry']", "'inverse' is not one of ['sampling', 'placement']")),
+    (("fonts", "geometry"), "inverse", ("['fonts']['geometry']", "'inverse' is not one of ['sampling', 'placement', 'paper']")),
 ])
 def test_bad_config_stops_before_any_job(tmp_path: Path, keys: tuple[str, ...], value, expected: tuple[str, ...],
                                          ) -> None:

@@ -179,7 +179,8 @@ def _count(n: int, noun: str) -> str:
 PAPER_SETTINGS = {
     "fonts": "1000 Google Fonts",
     "FONTS ranges": "hard (translation ±0.2, shear ±0.5, scale [0.75, 1.15], rotation ±π/2)",
-    "FONTS geometry": "sampling (the original generator: codes are affine_grid's sampling matrix)",
+    "FONTS geometry": "sampling (the original generator: codes are affine_grid's sampling matrix) or paper (the "
+                      "matrix the supplement prints)",
     "training images N": "250 to 40000 (13 values)",
     "seeds": "5 models per N",
     "classifier epochs": "20",
@@ -218,7 +219,7 @@ def settings_beside_paper(cfg: Mapping, n_fonts: int | None = None, font_set: st
     same = {
         "fonts": bool(n_fonts) and n_fonts >= 1000 and fonts.get("source") == "archive",
         "FONTS ranges": fonts.get("ranges") == "hard",
-        "FONTS geometry": fonts.get("geometry") == "sampling",
+        "FONTS geometry": fonts.get("geometry") in ("sampling", "paper"),
         "learned-manifold latent box": onm.get("latent_box") == "data_range",
         "training images N": len(cls["n_train"]) >= 13,
         "seeds": len(cls["seeds"]) >= 5,
