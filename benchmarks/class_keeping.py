@@ -30,13 +30,12 @@ from manifold_robustness.training import predict
 def class_keeping(judge: torch.nn.Module, path: str) -> dict[str, float]:
     """The class-keeping rate of one record's successful examples, and the judge's accuracy on their starts."""
     with h5py.File(path, "r") as h5:
-        record = {k: h5[k][()] for k in ("label", "clean_pred", "adversarial", "success", "best_restart")}
+        record = {k: h5[k][()] for k in ("index", "label", "clean_pred", "adversarial", "success", "best_restart")}
         decoded = h5["clean_decoded"][()] if "clean_decoded" in h5 else None
-        manifold = str(h5.attrs.get("manifold", "?"))
     fooled = best_restart_success(record) & (record["clean_pred"] == record["label"])
     labels = record["label"][fooled]
     kept = predict(judge, torch.from_numpy(record["adversarial"][fooled])).numpy() == labels
-    out = {"manifold": manifold, "successful": int(fooled.sum()), "keeps_class": float(kept.mean()) if len(kept) else np.nan}
+    out = {"successful": int(fooled.sum()), "keeps_class": float(kept.mean()) if len(kept) else np.nan}
     if decoded is not None:
         out["judge_on_starts"] = float((predict(judge, torch.from_numpy(decoded[fooled])).numpy() == labels).mean())
     return out
