@@ -686,5 +686,7 @@ def test_the_signed_step_attack_is_reported_beside_the_papers_and_judged_apart(t
     theirs = C.claim_verdict([ch for ch in second if ch.claim == 4 and ch.dataset == "fonts"])
     assert ours == C.PASS and theirs == C.INCONCLUSIVE  # saturated under normal training: cannot decide
     assert verdict_line.startswith(f"- fonts, claim 4: **{ours}** with the paper's attack, **{theirs}** with signed")
+    assert C.second_column("pgd_success") == "pgd_sign_success"
+    assert C.second_column("pgd_success_any") == "pgd_sign_success_any"
     assert C.second_attack_markdown(df.drop(columns=["pgd_sign_success"]), checks, second, ["fonts"]) == []
     assert C.second_attack_markdown(df.assign(pgd_sign_success=np.nan), checks, second, ["fonts"]) == []

@@ -583,11 +583,16 @@ SECOND_ATTACK = "pgd_sign"
 REGULAR_CLAIM = 4  # the claim that rests on the L_inf attack's success
 
 
+def second_column(column: str) -> str:
+    """The signed-step attack's column of the kind `column` is (pgd_success -> pgd_sign_success, and _any)."""
+    return column.replace("pgd", SECOND_ATTACK, 1)
+
+
 def second_attack_markdown(df: pd.DataFrame, checks: Sequence[Check], second: Sequence[Check],
-                           datasets: Sequence[str], first_column: str = "pgd_success") -> list[str]:
+                           datasets: Sequence[str]) -> list[str]:
     """Markdown lines: the L_inf success of the paper's attack beside the signed-step attack's on the same test
     images (mean over seeds per dataset, mode and N), and claim 4 judged with either (`checks`, `second`)."""
-    column = f"{SECOND_ATTACK}_success"
+    first_column, column = "pgd_success", f"{SECOND_ATTACK}_success"
     if column not in df or df[column].isna().all():
         return []
     lines = ["## The paper's attack beside signed-step PGD", "",

@@ -568,7 +568,8 @@ def report_claims(table: str, distances: dict[str, dict[int, str]], cfg: dict, j
     settings that differ from the paper's, and the report's front page."""
     import pandas as pd
 
-    from .claims import SECOND_ATTACK, distance_summary, front_page_rst, judge, second_attack_markdown, write_claims
+    from .claims import (distance_summary, front_page_rst, judge, second_attack_markdown, second_column,
+                         write_claims)
     from .paper import (attach_paper_values, calibrate, comparison_markdown, comparison_summary,
                         read_paper_distances, read_reference, settings_beside_paper)
 
@@ -576,8 +577,9 @@ def report_claims(table: str, distances: dict[str, dict[int, str]], cfg: dict, j
     summaries = {d: {int(s): distance_summary(p, floor) for s, p in f.items()} for d, f in distances.items()}
     df = pd.read_csv(table)
     checks = judge(df, summaries, cfg, source=str(table))
-    second = judge(df, summaries, {**cfg, "figures": {**cfg["figures"], "success_column": f"{SECOND_ATTACK}_success"}},
-                   source=str(table)) if f"{SECOND_ATTACK}_success" in df else []
+    column = second_column(cfg["figures"]["success_column"])  # claim 4 under the signed-step attack
+    second = judge(df, summaries, {**cfg, "figures": {**cfg["figures"], "success_column": column}},
+                   source=str(table)) if column in df else []
     calibration = []
     if reference and paper_distances:
         ref, ref_distances = read_reference(reference), read_paper_distances(paper_distances)
@@ -586,7 +588,7 @@ def report_claims(table: str, distances: dict[str, dict[int, str]], cfg: dict, j
     summary = comparison_summary(pd.read_csv(comparison)) if comparison else None
     n_fonts = len(read_glyph_bank(fonts_data)[1]) if fonts_data else None
     settings = settings_beside_paper(cfg, n_fonts, read_font_set(fonts_data) if fonts_data else None)
-    appendix = second_attack_markdown(df, checks, second, cfg["datasets"], cfg["figures"]["success_column"])
+    appendix = second_attack_markdown(df, checks, second, cfg["datasets"])
     appendix += comparison_markdown(summary, settings) if summary is not None else []
     doc = write_claims(checks, cfg, json_path, md_path, appendix, calibration)
     if front_page:
