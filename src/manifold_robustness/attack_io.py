@@ -65,14 +65,16 @@ def save_attack(path: str | os.PathLike, result: AttackResult, indices: np.ndarr
     return rates
 
 
-def read_record(path: str | os.PathLike, keys: tuple[str, ...] = REQUIRED) -> dict[str, np.ndarray]:
-    """The arrays `keys` of one record (plus its attributes under "attrs"), or an error naming the file and fix."""
+def read_record(path: str | os.PathLike, keys: tuple[str, ...] = REQUIRED,
+                optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The arrays `keys` of one record (plus its attributes under "attrs"), or an error naming the file and fix;
+    the arrays `optional` are added where the record holds them (records written before they were stored)."""
     try:
         with h5py.File(path, "r") as h5:
             missing = [k for k in keys if k not in h5]
             if missing:
                 raise KeyError(f"missing datasets {missing}")
-            record = {key: h5[key][()] for key in keys}
+            record = {key: h5[key][()] for key in (*keys, *(k for k in optional if k in h5))}
             record["attrs"] = dict(h5.attrs)
     except (OSError, KeyError) as err:
         raise RuntimeError(f"attack record {path} is incomplete or corrupt ({err}); delete it and rerun") from err
@@ -96,12 +98,3 @@ def load_success_rates(path: str | os.PathLike) -> dict[str, float | str]:
     rates.update({key[len("stat."):]: float(value) for key, value in attrs.items() if key.startswith("stat.")})
     return rates
 
-
-def read_optional(path: str | os.PathLike, key: str) -> np.ndarray | None:
-    """The array `key` of a record, or None where the record does not hold it (records written before it was
-    stored); an unreadable file is the error `read_record` gives."""
-    try:
-        with h5py.File(path, "r") as h5:
-            return h5[key][()] if key in h5 else None
-    except OSError as err:
-        raise RuntimeError(f"attack record {path} is incomplete or corrupt ({err}); delete it and rerun") from err

@@ -278,36 +278,28 @@ def perturbation_residuals(adversarial: torch.Tensor, origins: torch.Tensor, nei
 
 def distance_to_local_manifold(images: torch.Tensor, train_images: torch.Tensor,
                                pca: tuple[torch.Tensor, torch.Tensor], *, k: int, batch_size: int = 250,
-                               train_feats: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                               train_feats: torch.Tensor | None = None,
+                               origins: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """L2 distance of each image to the affine span of its k nearest training images (neighbours found in PCA space;
     the paper's k = 50 is the default of the `distances.neighbours` setting).
 
     Returns dict(distance (n,), regularized (n,) mask of the examples whose Gram matrix needed the ridge,
     neighbours (n, k) training indices). `train_feats` may pass precomputed PCA features of `train_images`.
+    Given `origins` (n, ...), the images the adversarial examples `images` were made from, it adds the `paper`
+    and `mean_centred` distances of `perturbation_residuals` (and their `*_regularized` masks) over the same
+    neighbours; `distance` is then the third estimator, `affine`.
     """
     device = images.device
     train_flat = train_images.flatten(1)
     if train_feats is None:
         train_feats = pca_features(train_flat.to(device), pca)
     neighbours = nearest_neighbours(pca_features(images, pca), train_feats.to(device), k=k)
-    parts = [local_subspace_distance(x, train_flat[nb.to(train_flat.device)].to(device))
-             for x, nb in zip(images.flatten(1).split(batch_size), neighbours.split(batch_size))]
-    return {"distance": torch.cat([p[0] for p in parts]), "regularized": torch.cat([p[2] for p in parts]),
-            "neighbours": neighbours}
-
-
-def local_distances(adversarial: torch.Tensor, origins: torch.Tensor, train_images: torch.Tensor,
-                    pca: tuple[torch.Tensor, torch.Tensor], *, k: int, batch_size: int = 250,
-                    train_feats: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """All three local estimators (`LOCAL_ESTIMATORS`) of adversarial examples made from `origins`, over the same
-    k nearest training images of each adversarial example: dict of distances (n,) per estimator, the
-    `*_regularized` masks (`regularized` for affine) and `neighbours` (n, k)."""
-    out = distance_to_local_manifold(adversarial, train_images, pca, k=k, batch_size=batch_size,
-                                     train_feats=train_feats)
-    train_flat = train_images.flatten(1)
-    parts = [perturbation_residuals(a, o, train_flat[nb.to(train_flat.device)].to(a.device))
-             for a, o, nb in zip(adversarial.flatten(1).split(batch_size), origins.flatten(1).split(batch_size),
-                                 out["neighbours"].split(batch_size))]
-    merged = {key: torch.cat([p[key] for p in parts]) if parts else out["distance"].new_empty(0)
-              for key in ("paper", "mean_centred", "paper_regularized", "mean_centred_regularized")}
-    return {**merged, "affine": out["distance"], "regularized": out["regularized"], "neighbours": out["neighbours"]}
+    batches = zip(images.flatten(1).split(batch_size), neighbours.split(batch_size),
+                  (origins.flatten(1) if origins is not None else images.flatten(1)).split(batch_size))
+    parts = []
+    for x, nb, start in batches:
+        near = train_flat[nb.to(train_flat.device)].to(device)
+        distance, _, flagged = local_subspace_distance(x, near)
+        parts.append({"distance": distance, "regularized": flagged,
+                      **(perturbation_residuals(x, start, near) if origins is not None else {})})
+    return {**{key: torch.cat([p[key] for p in parts]) for key in parts[0]}, "neighbours": neighbours}

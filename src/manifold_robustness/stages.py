@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .attack_io import best_restart_success, read_optional, read_record, save_attack
+from .attack_io import best_restart_success, read_record, save_attack
 from .attacks import Adversary, AttackConfig, pgd, pgd_adversary
 from .data import (FontsSpec, evaluation_subset, make_fonts, read_font_set, read_glyph_bank, read_labels, read_ranges,
                    read_split, split_size, training_subset, write_dataset)
@@ -335,7 +335,7 @@ def manifold_distances(images: torch.Tensor, data: dict[str, np.ndarray], dist_c
     linear approximation given (pca, train images, their PCA features). On the local approximation, `origins`
     (the images the attack started from; None for clean images) give every estimator of `LOCAL_ESTIMATORS`
     under its name, and `distance` is the configured one's."""
-    from .distances import distance_to_local_manifold, local_distances, project_true_manifold
+    from .distances import LOCAL_ESTIMATORS, distance_to_local_manifold, project_true_manifold
 
     if true_manifold is not None:
         glyphs, ranges = true_manifold
@@ -346,28 +346,27 @@ def manifold_distances(images: torch.Tensor, data: dict[str, np.ndarray], dist_c
             starts=dist_cfg["starts"], seed=dist_cfg["seed"], indices=torch.from_numpy(data["index"]))
         return {"distance": dist, "codes": codes}
     pca, train_images, train_feats = local
+    out = distance_to_local_manifold(images, train_images, pca, k=dist_cfg["neighbours"], train_feats=train_feats,
+                                     origins=origins)
+    out["affine"] = out["distance"]
     if origins is None:  # clean images: delta = 0 (paper); the mean-centred variant is their affine distance
-        out = distance_to_local_manifold(images, train_images, pca, k=dist_cfg["neighbours"], train_feats=train_feats)
-        out = {"affine": out["distance"], "mean_centred": out["distance"], "paper": torch.zeros_like(out["distance"]),
-               "regularized": out["regularized"]}
-    else:
-        out = local_distances(images, origins, train_images, pca, k=dist_cfg["neighbours"], train_feats=train_feats)
+        out.update(paper=torch.zeros_like(out["distance"]), mean_centred=out["distance"])
     return {"distance": out[dist_cfg["local_estimator"]], "regularized": out["regularized"],
-            **{f"distance_{name}": out[name] for name in ("paper", "mean_centred", "affine")}}
+            **{f"distance_{name}": out[name] for name in LOCAL_ESTIMATORS}}
 
 
 def compute_distances(dataset: str, data_path: str, pgd_path: str, onmanifold_path: str, out: str,
                       dist_cfg: dict, device_name: str = "auto", threads: int = 1) -> dict:
     """Distances to the manifold of clean test images, their PGD and their on-manifold adversarial examples."""
-    from .distances import distance_to_perturbation_ratio, fit_pca, pca_features
+    from .distances import LOCAL_ESTIMATORS, distance_to_perturbation_ratio, fit_pca, pca_features
 
     device = resolve_device(device_name)
     configure_torch(threads, device)
     start = time.perf_counter()
     keys = ("index", "label", "adversarial", "success", "best_restart", "clean_pred")
-    records = {"pgd": read_record(pgd_path, keys), "onmanifold": read_record(onmanifold_path, keys)}
     # An on-manifold example starts from its decoded clean latent, where the record has it (else the test image).
-    starts_decoded = {"onmanifold": read_optional(onmanifold_path, "clean_decoded")}
+    records = {"pgd": read_record(pgd_path, keys),
+               "onmanifold": read_record(onmanifold_path, keys, optional=("clean_decoded",))}
     # Both records attack subsets of the same test images: read and measure each clean image once.
     union = np.union1d(records["pgd"]["index"], records["onmanifold"]["index"])
     test = {**read_split(data_path, "test", union), "index": union}
@@ -381,7 +380,7 @@ def compute_distances(dataset: str, data_path: str, pgd_path: str, onmanifold_pa
     clean = torch.from_numpy(test["images"]).to(device)
     d_clean = manifold_distances(clean, test, dist_cfg, true_manifold, local)
     arrays: dict[str, np.ndarray] = {"clean/index": union, "clean/distance": d_clean["distance"].cpu().numpy()}
-    for name in ("paper", "mean_centred", "affine"):
+    for name in LOCAL_ESTIMATORS:
         if f"distance_{name}" in d_clean:
             arrays[f"clean/distance_{name}"] = d_clean[f"distance_{name}"].cpu().numpy()
     summary: dict = {"dataset": dataset, "manifold": "true" if local is None else "local linear",
@@ -392,13 +391,13 @@ def compute_distances(dataset: str, data_path: str, pgd_path: str, onmanifold_pa
     for name, record in records.items():
         rows = np.searchsorted(union, record["index"])
         adversarial = torch.from_numpy(record["adversarial"]).to(device)
-        decoded = starts_decoded.get(name)
+        decoded = record.get("clean_decoded")
         origins = clean[torch.from_numpy(rows).to(device)] if decoded is None else torch.from_numpy(decoded).to(device)
         d_adv = manifold_distances(adversarial, {k: v[rows] for k, v in test.items()}, dist_cfg, true_manifold, local,
                                    origins=origins)
         fooled = best_restart_success(record) & (record["clean_pred"] == record["label"])
         perturbation = (adversarial - origins).flatten(1).norm(dim=1)
-        for estimator in ("paper", "mean_centred", "affine"):
+        for estimator in LOCAL_ESTIMATORS:
             if f"distance_{estimator}" in d_adv:
                 arrays[f"{name}/distance_{estimator}"] = d_adv[f"distance_{estimator}"].cpu().numpy()
         ratio = distance_to_perturbation_ratio(d_adv["distance"], perturbation).cpu().numpy()
