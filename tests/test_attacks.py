@@ -740,3 +740,31 @@ def test_restart_noise_is_the_documented_keyed_draw(start):
         g = keyed.normal(lanes, 12)
         expected = g / g.abs().amax(dim=1, keepdim=True) * keyed.uniform(lanes, 1, first=12)
     assert torch.equal(noise, expected.view(3, 3, 4))
+
+
+class Linear2(torch.nn.Module):
+    """Two logits (0, v . 1): the loss of class 0 grows with every coordinate of v, so each signed step is +1."""
+
+    def forward(self, v):
+        return torch.cat([torch.zeros(len(v), 1, dtype=v.dtype), v.sum(dim=1, keepdim=True)], dim=1)
+
+
+@pytest.mark.parametrize("relative, steps, expected", [
+    (True, 1, [0.04, 0.2, 0.8]),  # 0.4 of each half-width
+    (True, 3, [0.1, 0.5, 2.0]),  # 1.2 half-widths, clipped to the box
+    (False, 1, [0.1, 0.4, 0.4]),  # 0.4 in the variable's units, clipped where the box is narrower
+])
+def test_relative_steps_are_in_units_of_each_coordinates_half_width(relative, steps, expected):
+    half = torch.tensor([[0.1, 0.5, 2.0]], dtype=torch.float64)
+    center = torch.zeros_like(half)
+    cfg = AttackConfig(eps=0.0, steps=steps, step_size=0.4, restarts=1, early_stop=False, relative_step=relative)
+    result = box_attack(Linear2(), lambda v, rows: v, center, -half, half, torch.zeros(1, dtype=torch.long), cfg)
+    assert result.variables[0, 0].tolist() == pytest.approx(expected)
+
+
+def test_a_relative_step_below_two_never_crosses_the_box_in_one_step():
+    """From the lower bound, one relative step of 1.5 half-widths stops inside the box, short of its upper bound."""
+    half = torch.tensor([[0.15, 0.2, 0.3]], dtype=torch.float64)
+    cfg = AttackConfig(eps=0.0, steps=1, step_size=1.5, restarts=1, early_stop=False, relative_step=True)
+    result = box_attack(Linear2(), lambda v, rows: v, -half, -half, half, torch.zeros(1, dtype=torch.long), cfg)
+    assert result.variables[0, 0].tolist() == pytest.approx((0.5 * half[0]).tolist())

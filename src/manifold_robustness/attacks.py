@@ -12,7 +12,8 @@ v0 = clip(center + eps * u, lo, hi), where the offset u (in units of the radius 
   the center in L2 than a uniform one; the start can thus move the distances to the manifold of Fig. 2.
 On-manifold attacks run this same engine, so they draw the same start in their code, latent or transformation
 boxes, eps then being in the decoder input's own units. Two step rules: signed gradient (Madry et al.; the
-default) and Adam on the perturbation (the original implementation's choice). Random starts are drawn per
+default) and Adam on the perturbation (the paper's choice), either in the variable's own units or, with
+`relative_step`, in units of each coordinate's half-width of its box. Random starts are drawn per
 (seed, example index, restart) by a counter-based generator on the attack's device (`keyed`), so a result never
 depends on batch size, chunking, how restarts are laid out or where the starts are drawn.
 
@@ -58,6 +59,11 @@ class AttackConfig:
     optimizer: str = "sign"
     adam_lr: float = 0.005
     start: str = "uniform"
+    # Signed and Adam steps in units of each coordinate's half-width of its box ((hi - lo) / 2 per coordinate)
+    # instead of in the variable's own units: for boxes whose coordinates differ in width (translation, shear,
+    # scale, rotation), step_size 2.5 / steps is Madry et al.'s rule per coordinate, and a step below 2 can
+    # never cross a box in one step.
+    relative_step: bool = False
     early_stop: bool = True
     # An int, or one int per model when M stacked models are attacked at once (`stacked.StackedClassifier`):
     # their rows then come in M equal blocks, model after model, and block m draws its starts from seed m.
@@ -225,6 +231,8 @@ def _optimize(model: nn.Module, decode: Decoder, v0: torch.Tensor, lo: torch.Ten
             m_hat = moments[0] / (1 - b1 ** (t + 1))
             v_hat = moments[1] / (1 - b2 ** (t + 1))
             step = cfg.adam_lr * m_hat / (v_hat.sqrt() + 1e-8)
+        if cfg.relative_step:
+            step = step * (hi_a - lo_a) / 2
         v = torch.maximum(torch.minimum(va.detach() + step, hi_a), lo_a)
         if cfg.early_stop and bool(hit.any()):  # finished trajectories leave the batch
             write_back(hit)

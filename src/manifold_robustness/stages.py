@@ -127,13 +127,14 @@ def load_decoders(vaegan_paths: list[str], device: torch.device) -> ClassDecoder
 
 
 def transformation_ranges(data_path: str, section: dict) -> TransformRanges:
-    """Bounds of adversarial transformations: the FONTS sampling ranges where configured, else the config's."""
+    """Bounds of adversarial transformations: the FONTS sampling ranges (and geometry) where configured, else the
+    config's `bounds` under its `geometry`."""
     if section["fonts_use_data_ranges"]:
         try:
             return read_ranges(data_path)
         except RuntimeError:
             pass  # a dataset without a true manifold stores no ranges
-    ranges = TransformRanges(**section["bounds"])
+    ranges = TransformRanges(**section["bounds"], convention=section["geometry"])
     ranges.validate()
     return ranges
 
