@@ -84,17 +84,21 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[1000, 4000])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--variants", nargs="+", default=["normal", "signed_abs", "relative"], choices=VARIANTS)
+    parser.add_argument("--epochs", type=int, help="train this many epochs instead of the quick config's")
     parser.add_argument("--csv", help="also write every model's test error here")
     args = parser.parse_args()
     if "normal" not in args.variants:
         args.variants.insert(0, "normal")
     base = quick_classifier_config()
+    if args.epochs:
+        base["epochs"] = args.epochs
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for variant in args.variants:
             for n in args.n:
                 for m in train_variant(args.data, variant, n, args.seeds, base, Path(tmp)):
-                    rows.append({"variant": variant, "n_train": n, "seed": m["seed"], "test_error": m["test_error"],
+                    rows.append({"variant": variant, "n_train": n, "seed": m["seed"], "epochs": m["epochs"],
+                                 "test_error": m["test_error"], "train_error": m["train_error"],
                                  "train_seconds": m["train_seconds"]})
                     print(rows[-1], flush=True)
     runs = pd.DataFrame(rows)

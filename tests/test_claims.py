@@ -690,3 +690,33 @@ def test_the_signed_step_attack_is_reported_beside_the_papers_and_judged_apart(t
     assert C.second_column("pgd_success_any") == "pgd_sign_success_any"
     assert C.second_attack_markdown(df.drop(columns=["pgd_sign_success"]), checks, second, ["fonts"]) == []
     assert C.second_attack_markdown(df.assign(pgd_sign_success=np.nan), checks, second, ["fonts"]) == []
+
+
+def test_the_judges_class_keeping_is_reported_beside_the_on_manifold_success(tmp_path: Path) -> None:
+    """Each record's class-kept share and the success counting only class-kept examples are shown per mode and N
+    (means over seeds), for the true and the learned manifold; claim 2 names the share beside its statistic, and
+    the verdict still reads the paper's count of every success."""
+    df = synthetic_table("fonts")
+    df["onmanifold_success_any"] = df["onmanifold_success"]
+    df["onmanifold_learned_success_any"] = 0.5
+    for record, kept in (("onmanifold", 0.9), ("onmanifold_learned", 0.4)):
+        df[f"{record}_class_kept"] = kept
+        df[f"{record}_success_any_kept"] = df[f"{record}_success_any"] * kept
+        df[f"{record}_successful"] = 10
+        df[f"{record}_judge_on_starts"] = 0.95
+    df["judge_test_error"] = 0.04
+    lines = C.class_keeping_markdown(df, ["fonts"])
+    assert lines[0] == "## On-manifold examples that keep their class"
+    table = [line for line in lines if line.startswith("| fonts |")]
+    assert len(table) == 2 * 4 * len(N_GRID)  # per manifold, mode and N
+    assert "| fonts | learned | normal | 250 | 3 | 0.500 | 30 | 0.400 | 0.200 | 0.950 |" in table
+    top = df[(df["mode"] == "normal") & (df["n_train"] == 8000)]
+    assert (f"| fonts | true | normal | 8000 | 3 | {top['onmanifold_success'].mean():.3f} | 30 | 0.900 | "
+            f"{0.9 * top['onmanifold_success'].mean():.3f} | 0.950 |") in table
+    assert "Judges' test error: fonts 0.040." in lines
+    check = C.onmanifold_exists_check(df, "fonts", "onmanifold_success", 0.01, "t.csv")
+    assert check.reference["mean_onmanifold_class_kept"] == pytest.approx(0.9)
+    assert check.reference["mean_onmanifold_learned_class_kept"] == pytest.approx(0.4)
+    assert np.mean(list(check.per_seed.values())) == pytest.approx(top["onmanifold_success"].mean())  # every success
+    assert C.class_keeping_markdown(df.drop(columns=["onmanifold_class_kept", "onmanifold_learned_class_kept"]),
+                                    ["fonts"]) == []

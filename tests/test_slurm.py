@@ -39,7 +39,7 @@ TEST_OPTIONS = ("--slurm-status-command", "squeue", "--slurm-init-seconds-before
                 "--slurm-keep-successful-logs")
 # Rules of the tiny DAG that run as Slurm jobs, and localrules of the Snakefile, which run on the submitting host.
 REMOTE = {"fonts_data", "train_vaegan", "vaegan_quality", "train_classifier", "attack_pgd", "attack_pgd_sign",
-          "attack_onmanifold", "attack_onmanifold_learned", "distances"}
+          "attack_onmanifold", "attack_onmanifold_learned", "distances", "train_judge", "judge_onmanifold"}
 LOCAL = {"metrics_table", "claims", "plot_fig1", "plot_fig2", "plot_fig3", "plot_fig4", "all"}
 MOST_MEMORY_ASKED = 16000  # MB, by `distances`
 SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")

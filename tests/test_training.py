@@ -9,8 +9,9 @@ import h5py
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from manifold_robustness.attack_io import load_success_rates, save_attack
+from manifold_robustness.attack_io import class_keeping, load_success_rates, save_attack
 from manifold_robustness.attacks import AttackConfig, AttackResult, pgd, pgd_adversary, success_rates
 from manifold_robustness.data import write_dataset
 from manifold_robustness.device import Adam, fast_layout
@@ -300,3 +301,54 @@ def test_a_setting_job_runs_its_stage_once_per_model():
     assert calls == [("a.pt", "a.h5"), ("b.pt", "b.h5")]
     with pytest.raises(ValueError, match="one path per model"):
         for_each_model(lambda model, out: out, ["a.pt"], ["a.h5", "b.h5"])
+
+
+class MeanJudge(torch.nn.Module):
+    """A judge that reads the class off an image's mean pixel (class k: mean k / 10)."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, images):
+        k = (images.mean(dim=(1, 2, 3)) * 10).round().long()
+        return F.one_hot(k, 10).float()
+
+
+@pytest.mark.parametrize("shown, kept", [(1, 1.0), (4, 0.0)])
+def test_class_keeping_counts_only_fooled_examples_the_judge_sees_as_their_class(tmp_path, shown, kept):
+    """Of hand_result's three examples only example 0 is right before the attack and fooled (image 2 was wrong
+    already, image 1 never fooled); its kept image shows class `shown` to the judge, its label is 1."""
+    result = hand_result()
+    result.variables[0, 0] = shown / 10
+    path = tmp_path / "onmanifold.h5"
+    save_attack(path, result, np.arange(3), AttackConfig())
+    rates = class_keeping(MeanJudge(), path)
+    assert rates["successful"] == 1
+    assert rates["class_kept"] == kept
+    assert rates["success_any_kept"] == kept / 2  # of the two examples right before the attack
+    assert np.isnan(rates["judge_on_starts"])  # a record without decoded clean points
+
+
+def test_metrics_table_adds_the_judges_class_keeping_per_record(tmp_path):
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"dataset": "fashion", "mode": "normal", "n_train": 200, "seed": 0,
+                                   "test_error": 0.1, "train_error": 0.0, "epochs": 2}))
+    judged = tmp_path / "class_kept.json"
+    judged.write_text(json.dumps({"onmanifold": {"class_kept": 0.75, "success_any_kept": 0.3, "successful": 8,
+                                                 "judge_on_starts": 0.9},
+                                  "judge": {"model": "judge.pt", "test_error": 0.08}}))
+    row = metrics_row(metrics, {}, judged)
+    assert row["onmanifold_class_kept"] == 0.75 and row["onmanifold_success_any_kept"] == 0.3
+    assert row["onmanifold_successful"] == 8 and row["judge_test_error"] == 0.08
+    assert np.isnan(row["onmanifold_learned_class_kept"])  # a dataset without a second on-manifold record
+    assert "onmanifold_class_kept" not in metrics_row(metrics, {})
+
+
+def test_class_keeping_of_a_record_without_successes_is_undefined_not_an_error(tmp_path):
+    result = hand_result()
+    result.success[:] = False
+    path = tmp_path / "onmanifold.h5"
+    save_attack(path, result, np.arange(3), AttackConfig())
+    rates = class_keeping(MeanJudge(), path)
+    assert rates["successful"] == 0 and np.isnan(rates["class_kept"]) and rates["success_any_kept"] == 0.0

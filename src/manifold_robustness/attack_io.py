@@ -22,6 +22,7 @@ import torch
 
 from .attacks import AttackConfig, AttackResult, success_rates
 from .io import atomic_path
+from .training import predict
 
 REQUIRED = ("index", "label", "clean_pred", "success", "loss")
 
@@ -98,3 +99,34 @@ def load_success_rates(path: str | os.PathLike) -> dict[str, float | str]:
     rates.update({key[len("stat."):]: float(value) for key, value in attrs.items() if key.startswith("stat.")})
     return rates
 
+
+
+def class_keeping(judge: torch.nn.Module, path: str | os.PathLike) -> dict[str, float | int]:
+    """How many of a record's successful examples still show their own class to a judge, a classifier that took
+    no part in the attack (the paper's on-manifold adversarial examples are of the same class).
+
+    Over the examples the attacked model got right and fooled (best restart): `successful`, their count;
+    `class_kept`, the share the judge assigns their true class; `success_any_kept`, the success rate counting only
+    those (any restart, over the examples the attacked model got right); `judge_on_starts`, the judge's accuracy
+    on the same examples' decoded clean points where the record holds them (its ceiling on these images).
+    """
+    record = read_record(path, (*REQUIRED, "best_restart", "adversarial"), optional=("clean_decoded",))
+    correct = record["clean_pred"] == record["label"]
+    fooled = best_restart_success(record) & correct
+    labels = record["label"][fooled]
+    device = next(judge.parameters()).device
+
+    def judged(images: np.ndarray) -> np.ndarray:
+        if not fooled.any():
+            return np.zeros(0, dtype=bool)
+        return predict(judge, torch.from_numpy(images[fooled]).to(device)).cpu().numpy() == labels
+
+    kept = judged(record["adversarial"])
+    out: dict[str, float | int] = {
+        "successful": int(fooled.sum()),
+        "class_kept": float(kept.mean()) if len(kept) else float("nan"),
+        "success_any_kept": float(kept.sum() / correct.sum()) if correct.any() else float("nan"),
+        "judge_on_starts": float(judged(record["clean_decoded"]).mean()) if "clean_decoded" in record and len(kept)
+        else float("nan"),
+    }
+    return out

@@ -427,6 +427,17 @@ def _draw_success_vs_error(ax: plt.Axes, data: pd.DataFrame, success_column: str
     _size_key(ax, sizes)
 
 
+def _class_kept_note(data: pd.DataFrame, success_column: str) -> str:
+    """A title's second line: the share of successful on-manifold examples of normal training at the largest N
+    that the dataset's judge still assigns their class (mean over seeds); empty where no judge ran."""
+    column = success_column.split("_success")[0] + "_class_kept"
+    normal = data[data["mode"] == "normal"]
+    if column not in normal or normal[column].isna().all():
+        return ""
+    top = normal[normal["n_train"] == normal["n_train"].max()]
+    return f"\nclass kept (judge): {top[column].mean():.2f} at N = {int(top['n_train'].iloc[0])}"
+
+
 def fig3_onmanifold_robustness(df: pd.DataFrame, pdf: str | os.PathLike, png: str | os.PathLike,
                                success_column: str = "onmanifold_success", paper: pd.DataFrame | None = None) -> None:
     """Fig. 3 in the paper's layout, one column per dataset: top, test error of each training mode and the
@@ -446,7 +457,7 @@ def fig3_onmanifold_robustness(df: pd.DataFrame, pdf: str | os.PathLike, png: st
         quantity = _paper_quantity(manifold)
         _draw_vs_n(axes[0, col], data, success_column, quantity, paper, dataset)
         _draw_success_vs_error(axes[1, col], data, success_column, quantity, paper, dataset)
-        axes[0, col].set_title(f"{dataset_title(dataset)} (on-manifold: {manifold})")
+        axes[0, col].set_title(f"{dataset_title(dataset)} (on-manifold: {manifold})" + _class_kept_note(data, success_column))
     fig.tight_layout()
     legend_below(fig, axes.ravel(), ncol=2)
     save_figure(fig, pdf, png)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .attack_io import best_restart_success, read_record, save_attack
+from .attack_io import best_restart_success, class_keeping, read_record, save_attack
 from .attacks import Adversary, AttackConfig, pgd, pgd_adversary
 from .data import (FontsSpec, evaluation_subset, make_fonts, read_font_set, read_glyph_bank, read_labels, read_ranges,
                    read_split, split_size, training_subset, write_dataset)
@@ -262,6 +262,38 @@ def folder_number(path: str, up: int, prefix: str) -> int:
     return int(match.group(1))
 
 
+def train_judge(data_path: str, model_path: str, metrics_path: str, dataset: str, cls_cfg: dict, judge_cfg: dict,
+                device_name: str = "auto", threads: int = 1) -> dict:
+    """Train the dataset's judge: a normally trained classifier on every training image, with a seed of its own
+    and `judge_cfg["epochs"]`; it takes part in no attack and no verdict, and says whether a successful
+    on-manifold example still shows its class (`judge_onmanifold`)."""
+    settings = {**cls_cfg, "epochs": judge_cfg["epochs"], "engine": "sequential"}
+    (metrics,) = train_setting(data_path, [model_path], [metrics_path], dataset, "normal",
+                               split_size(data_path, "train"), [judge_cfg["seed"]], settings, device_name, threads)
+    return metrics
+
+
+def judge_onmanifold(judge_path: str, records: dict[str, list[str]], outs: list[str], device_name: str = "auto",
+                     threads: int = 1) -> list[dict]:
+    """Per model, the class-keeping rates (`attack_io.class_keeping`) of its on-manifold records, by the judge;
+    `records` maps the record's name (onmanifold, onmanifold_learned) to one record per model, as `outs`."""
+    if any(len(paths) != len(outs) for paths in records.values()):
+        raise ValueError(f"one record per model is needed for each of {list(records)}: {len(outs)} models")
+    device = resolve_device(device_name)
+    configure_torch(threads, device)
+    judge = load_classifier(judge_path, device)
+    metrics_path = Path(judge_path).with_name("metrics.json")
+    judge_error = read_json(metrics_path)["test_error"] if metrics_path.exists() else float("nan")
+    docs = []
+    for i, out in enumerate(outs):
+        doc = {name: {**class_keeping(judge, paths[i]), "record": paths[i]} for name, paths in records.items()}
+        doc["judge"] = {"model": judge_path, "test_error": judge_error}
+        write_json(out, doc)
+        log.info("%s: %s", out, doc)
+        docs.append(doc)
+    return docs
+
+
 def attack_pgd(data_path: str, model_path: str, out: str, pgd_cfg: dict, device_name: str = "auto",
                threads: int = 1) -> dict:
     """Attack the fixed evaluation subset of the test set with L_inf PGD and write the per-example record."""
@@ -492,18 +524,21 @@ def vaegan_quality(dataset: str, vaegan_paths: list[str], record_paths: list[str
     log.info("VAE-GAN quality for %s:\n%s", dataset, df[["label", "reconstruction_error_test", "sample_accuracy"]])
 
 
-def make_table(metrics_paths: list[str], attack_paths: dict[str, list[str]], out: str) -> None:
+def make_table(metrics_paths: list[str], attack_paths: dict[str, list[str]], out: str,
+               class_kept_paths: list[str] | None = None) -> None:
     """Join every model's metrics with its attack records into `results/tables/metrics.csv`.
 
-    `attack_paths` maps attack name (pgd, onmanifold, onmanifold_learned) to one record per model, in order.
+    `attack_paths` maps attack name (pgd, onmanifold, onmanifold_learned) to one record per model, in order;
+    `class_kept_paths`, where given, one judge's class-keeping file per model (`judge_onmanifold`).
     """
     from .tables import metrics_row, metrics_table, write_table  # pandas: only this stage needs it
 
-    for name, paths in attack_paths.items():
+    for name, paths in {**attack_paths, "class_kept": class_kept_paths or metrics_paths}.items():
         if len(paths) != len(metrics_paths):
             raise ValueError(f"every classifier needs exactly one '{name}' record: {len(metrics_paths)} models, "
                              f"{len(paths)} records")
-    rows = [metrics_row(m, {name: paths[i] for name, paths in attack_paths.items()})
+    rows = [metrics_row(m, {name: paths[i] for name, paths in attack_paths.items()},
+                        class_kept_paths[i] if class_kept_paths else None)
             for i, m in enumerate(metrics_paths)]
     write_table(metrics_table(rows), out)
 
@@ -568,8 +603,8 @@ def report_claims(table: str, distances: dict[str, dict[int, str]], cfg: dict, j
     settings that differ from the paper's, and the report's front page."""
     import pandas as pd
 
-    from .claims import (distance_summary, front_page_rst, judge, second_attack_markdown, second_column,
-                         write_claims)
+    from .claims import (class_keeping_markdown, distance_summary, front_page_rst, judge, second_attack_markdown,
+                         second_column, write_claims)
     from .paper import (attach_paper_values, calibrate, comparison_markdown, comparison_summary,
                         read_paper_distances, read_reference, settings_beside_paper)
 
@@ -589,6 +624,7 @@ def report_claims(table: str, distances: dict[str, dict[int, str]], cfg: dict, j
     n_fonts = len(read_glyph_bank(fonts_data)[1]) if fonts_data else None
     settings = settings_beside_paper(cfg, n_fonts, read_font_set(fonts_data) if fonts_data else None)
     appendix = second_attack_markdown(df, checks, second, cfg["datasets"])
+    appendix += class_keeping_markdown(df, cfg["datasets"])
     appendix += comparison_markdown(summary, settings) if summary is not None else []
     doc = write_claims(checks, cfg, json_path, md_path, appendix, calibration)
     if front_page:

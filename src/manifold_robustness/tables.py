@@ -18,8 +18,15 @@ COLUMNS = ("dataset", "mode", "n_train", "seed", "test_error", "pgd_success", "p
 ATTACKS = ("pgd", "onmanifold", "onmanifold_learned", "pgd_sign")
 
 
-def metrics_row(metrics_json: str | os.PathLike, attacks: dict[str, str | os.PathLike]) -> dict:
-    """One table row; `attacks` maps attack name (see ATTACKS) to its record, absent ones give NaN."""
+# What the judge says of each on-manifold record's successful examples (`attack_io.class_keeping`).
+CLASS_KEEPING = ("class_kept", "success_any_kept", "successful", "judge_on_starts")
+
+
+def metrics_row(metrics_json: str | os.PathLike, attacks: dict[str, str | os.PathLike],
+                class_kept: str | os.PathLike | None = None) -> dict:
+    """One table row; `attacks` maps attack name (see ATTACKS) to its record, absent ones give NaN;
+    `class_kept`, the judge's class-keeping file of the model's on-manifold records (`stages.judge_onmanifold`),
+    adds `{record}_class_kept` and the other CLASS_KEEPING columns for each record it judged."""
     m = read_json(metrics_json)
     row = {key: m[key] for key in ("dataset", "mode", "n_train", "seed", "test_error", "train_error", "epochs")}
     row["train_seconds"] = m.get("train_seconds", np.nan)
@@ -41,6 +48,13 @@ def metrics_row(metrics_json: str | os.PathLike, attacks: dict[str, str | os.Pat
     row["onmanifold_learned_latent_box"] = learned.get("latent_box", "")
     row["onmanifold_learned_clamped_share"] = learned.get("clamped_coordinate_share", np.nan)
     row["onmanifold_learned_clamped_latent_share"] = learned.get("clamped_latent_share", np.nan)
+    if class_kept is not None:
+        judged = read_json(class_kept)
+        for name in ("onmanifold", "onmanifold_learned"):
+            for key in CLASS_KEEPING:
+                row[f"{name}_{key}"] = judged.get(name, {}).get(key, np.nan)
+        row["judge_test_error"] = judged["judge"]["test_error"]
+        row["class_kept_file"] = str(class_kept)
     row["model_metrics"] = str(metrics_json)
     return row
 

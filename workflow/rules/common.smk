@@ -1,5 +1,6 @@
 # Config validation and the small input functions the rules share.
 import os
+from types import SimpleNamespace
 
 from snakemake.utils import validate
 
@@ -150,6 +151,13 @@ def reference_classifier(wildcards):
     )
 
 
+def samples_judge(wildcards):
+    """The classifier that judges VAE-GAN samples: the dataset's judge, else the reference model."""
+    if config["judge"]["enabled"]:
+        return f"results/judges/{wildcards.dataset}/model.pt"
+    return reference_classifier(wildcards)
+
+
 def reference_record(attack):
     """Input function: an attack record of the dataset's reference model, or of its run with another seed."""
 
@@ -196,6 +204,32 @@ def fig1_inputs(wildcards):
     ]
 
 
+def judged_records(wildcards):
+    """A setting's on-manifold records the judge reads, by name, one per seed: the true manifold's and the learned
+    one's on FONTS, the learned one's (onmanifold.h5) elsewhere."""
+    names = ["onmanifold"] + (
+        ["onmanifold_learned"] if wildcards.dataset in TRUE_MANIFOLD else []
+    )
+    return {
+        name: expand(
+            f"results/attacks/{RUN}/{name}.h5",
+            dataset=wildcards.dataset,
+            mode=wildcards.mode,
+            n=wildcards.n,
+            seed=SEEDS,
+        )
+        for name in names
+    }
+
+
+def judge_params():
+    """The judge trains as a normal classifier of the grid does (train_params of normal training), for the
+    judge's own epochs: a change of the grid's epochs does not retrain it."""
+    cls = train_params(SimpleNamespace(mode="normal"))
+    cls.pop("epochs")
+    return cls
+
+
 # The tables a figure reads, and the attack records each joins: a figure pulls in only the attacks it plots.
 TABLE_ATTACKS = {
     "metrics": ("pgd", "onmanifold", "onmanifold_learned")
@@ -215,6 +249,8 @@ def table_inputs(wildcards):
     }
     inputs = {"metrics": per_run(f"results/classifiers/{RUN}/metrics.json")}
     inputs.update({a: records[a] for a in TABLE_ATTACKS[wildcards.table]})
+    if config["judge"]["enabled"] and "onmanifold" in TABLE_ATTACKS[wildcards.table]:
+        inputs["class_kept"] = per_run(f"results/attacks/{RUN}/class_kept.json")
     return inputs
 
 

@@ -30,7 +30,7 @@ rule vaegan_quality:
     input:
         models=vaegan_models,
         records=vaegan_records,
-        classifier=reference_classifier,
+        classifier=samples_judge,
     output:
         table="results/tables/vaegan_{dataset}.csv",
         samples=report(

@@ -5,4 +5,5 @@ from manifold_robustness.tables import ATTACKS
 
 log_to(snakemake.log[0])
 attacks = {name: list(snakemake.input[name]) for name in ATTACKS if name in snakemake.input.keys()}
-make_table(list(snakemake.input.metrics), attacks, snakemake.output[0])
+class_kept = list(snakemake.input.class_kept) if "class_kept" in snakemake.input.keys() else None
+make_table(list(snakemake.input.metrics), attacks, snakemake.output[0], class_kept)
