@@ -1,11 +1,11 @@
 """FONTS under the two code conventions (`fonts.geometry`): glyph extents, and the test error of normal training.
 
-Renders FONTS from the fonts on this machine (the quick config's `fonts.source: system` search, 60 and 10 images
-per font and letter) with the same sampled codes under `placement` and `sampling`, for the `hard` and `moderate`
+Renders FONTS from the quick config's pinned font set (`--system`: every usable font on this machine instead; 60
+and 10 images per font and letter) with the same sampled codes under `placement` and `sampling`, for the `hard` and `moderate`
 ranges, and reports (a) the rendered glyphs' bounding boxes in pixels (rows and columns with ink above half
 intensity) and the share of images with ink on the canvas border (cut off), and (b) the test error of the study's
 classifier trained normally (first N of the fixed permutation, the quick config's optimization settings) on each.
-Run: .venv/bin/python benchmarks/fonts_geometry.py [--n 1000] [--epochs 10] [--seeds 0 1] [--ranges hard]
+Run: .venv/bin/python benchmarks/fonts_geometry.py [--n 1000] [--epochs 10] [--seeds 0 1] [--ranges hard] [--system]
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from manifold_robustness.data import FontsSpec, make_fonts, training_subset
-from manifold_robustness.fonts import build_glyph_bank, default_font_dirs, discover_font_files
+from manifold_robustness.fonts import (build_glyph_bank, default_font_dirs, discover_font_files, font_set_manifest,
+                                      pinned_font_files)
 from manifold_robustness.training import TrainConfig, error_rate, train_classifier
 from manifold_robustness.transformer import CONVENTIONS, PRESETS
 
@@ -41,9 +42,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--ranges", default="hard", choices=sorted(PRESETS), help="the ranges training runs on")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--pinned", default="matplotlib-3.11.2", help="the font set (fonts.pinned)")
+    parser.add_argument("--system", action="store_true", help="every usable font found instead of the pinned set")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    bank, kept, _ = build_glyph_bank(discover_font_files(default_font_dirs(True, True, [])), 1000, 0)
+    dirs = default_font_dirs(True, True, [])
+    files = discover_font_files(dirs) if args.system else pinned_font_files(font_set_manifest(args.pinned), dirs)
+    bank, kept, _ = build_glyph_bank(files, 1000, 0)
     print(f"{len(kept)} fonts; {args.threads} CPU thread(s)")
     identity = extents(bank.reshape(-1, 1, 28, 28))
     print(f"glyph bank (identity code): height mean {identity['height_mean']:.1f} px, "

@@ -165,8 +165,8 @@ def fonts_config(**fonts) -> dict:
     return config["fonts"]
 
 
-def test_schema_default_geometry_is_the_originals_and_unknown_values_are_rejected():
-    assert fonts_config()["geometry"] == "sampling"
+def test_schema_default_geometry_is_the_papers_and_unknown_values_are_rejected():
+    assert fonts_config()["geometry"] == "paper"
     with pytest.raises(WorkflowError, match=r"'inverse' is not one of \['sampling', 'placement', 'paper'\]") as info:
         fonts_config(geometry="inverse")
     assert "['fonts']['geometry']" in str(info.value)  # the message names the key

@@ -137,7 +137,9 @@ def quick_like_config(**changes) -> dict:
     cfg = {"fonts": {"source": "archive", "ranges": "hard", "geometry": "sampling"}, "datasets": ["fonts"],
            "classifiers": {"n_train": list(range(13)), "seeds": [0, 1, 2, 3, 4], "epochs": 20,
                            "adversarial_attack": {"steps": 40, "optimizer": "adam", "adam_lr": 0.005,
-                                                  "start": "distance_direction"}},
+                                                  "start": "distance_direction"},
+                           "transformation_attack": {"steps": 40, "optimizer": "adam", "adam_lr": 0.005,
+                                                     "start": "distance_direction", "geometry": "paper"}},
            "pgd": {**attack, "n_test": 1000}, "onmanifold": {**attack, "n_test": 2500, "latent_box": "data_range"},
            "vaegan": {"channels": [64, 128, 256], "epochs": {"fonts": 10}, "max_steps": {"fonts": 0}}}
     for path, value in changes.items():
@@ -164,6 +166,18 @@ def test_settings_beside_paper_name_what_differs() -> None:
         (setting,) = [s for s in paper.settings_beside_paper(quick_like_config(**{
             "classifiers.adversarial_attack": attack}), n_fonts=1000) if not s["as_paper"]]
         assert setting["setting"] == "attack inside adversarial training"
+    # The transformation attack: the paper's attack under the supplement's matrix; the quick config's relative
+    # signed steps, or another geometry, differ.
+    quick = {"steps": 5, "optimizer": "sign", "step_size": 0.5, "relative_step": True, "start": "distance_direction",
+             "geometry": "paper"}
+    for attack in (quick, {**quick_like_config()["classifiers"]["transformation_attack"], "geometry": "placement"}):
+        (setting,) = [s for s in paper.settings_beside_paper(quick_like_config(**{
+            "classifiers.transformation_attack": attack}), n_fonts=1000) if not s["as_paper"]]
+        assert setting["setting"] == "attack inside transformation training"
+    (relative,) = [s for s in paper.settings_beside_paper(quick_like_config(**{
+        "classifiers.transformation_attack": quick}), n_fonts=1000) if s["setting"].endswith("transformation training")]
+    assert relative["run"] == ("5 iterations, signed steps of 0.5 box half-widths, 1 restart, start distance_direction; "
+                               "geometry paper")
     named = paper.settings_beside_paper(quick_like_config(), n_fonts=23, font_set="23 fonts (pinned set x; sha 1)")
     assert next(s for s in named if s["setting"] == "fonts")["run"] == "23 fonts (pinned set x; sha 1)"
 

@@ -167,6 +167,8 @@ def paper_pairs(reference: pd.DataFrame, dataset: str, x: str, y: str, method: s
 def _attack_text(section: Mapping) -> str:
     step = (f"Adam lr {section.get('adam_lr')}" if section.get("optimizer") == "adam"
             else f"signed steps of {section.get('step_size')}")
+    if section.get("relative_step"):
+        step += " box half-widths"
     start = section.get("start", "uniform")
     restarts = section.get("restarts", 1)
     return f"{section.get('steps')} iterations, {step}, {_count(restarts, 'restart')}, start {start}"
@@ -179,8 +181,8 @@ def _count(n: int, noun: str) -> str:
 PAPER_SETTINGS = {
     "fonts": "1000 Google Fonts",
     "FONTS ranges": "hard (translation ±0.2, shear ±0.5, scale [0.75, 1.15], rotation ±π/2)",
-    "FONTS geometry": "sampling (the original generator: codes are affine_grid's sampling matrix) or paper (the "
-                      "matrix the supplement prints)",
+    "FONTS geometry": "paper (the matrix the supplement prints) or sampling (the original generator's "
+                      "convention: R Sh s as affine_grid's sampling matrix)",
     "training images N": "250 to 40000 (13 values)",
     "seeds": "5 models per N",
     "classifier epochs": "20",
@@ -190,6 +192,8 @@ PAPER_SETTINGS = {
                                    "[-2, 2]^10, the prior's box)",
     "attack inside adversarial training": "40 iterations, Adam lr 0.005, one restart, start distance_direction, "
                                           "no early stop",
+    "attack inside transformation training": "40 iterations, Adam lr 0.005, one restart, start "
+                                             "distance_direction, no early stop; the supplement's matrix",
     "VAE-GANs": "channels 64/128/256; 10 / 30 / 60 epochs (FONTS / EMNIST / Fashion-MNIST)",
 }
 
@@ -200,6 +204,7 @@ def settings_beside_paper(cfg: Mapping, n_fonts: int | None = None, font_set: st
     cls, pgd, onm, vae = cfg["classifiers"], cfg["pgd"], cfg["onmanifold"], cfg["vaegan"]
     fonts, datasets = cfg.get("fonts", {}), list(cfg.get("datasets", vae["epochs"]))
     train, steps = cls["adversarial_attack"], vae.get("max_steps", {})
+    transformation = cls.get("transformation_attack", {})
     run = {
         "fonts": font_set or (f"{n_fonts} fonts ({fonts.get('source')})" if n_fonts else f"source {fonts.get('source')}"),
         "FONTS ranges": str(fonts.get("ranges")),
@@ -211,6 +216,8 @@ def settings_beside_paper(cfg: Mapping, n_fonts: int | None = None, font_set: st
         "PGD evaluation": f"{_attack_text(pgd)}, {pgd['n_test']} test images",
         "on-manifold evaluation": f"{_attack_text(onm)}, {onm['n_test']} test images",
         "attack inside adversarial training": _attack_text({**train, "restarts": 1}),
+        "attack inside transformation training": f"{_attack_text({**transformation, 'restarts': 1})}; geometry "
+                                                 f"{transformation.get('geometry')}",
         "VAE-GANs": f"channels {'/'.join(str(c) for c in vae['channels'])}; epochs "
                     + ", ".join(f"{d} {vae['epochs'][d]}" for d in datasets)
                     + (f"; at most {', '.join(f'{d} {steps[d]}' for d in datasets if steps.get(d))} steps"
@@ -227,6 +234,8 @@ def settings_beside_paper(cfg: Mapping, n_fonts: int | None = None, font_set: st
         "PGD evaluation": _is_paper_attack(pgd) and pgd["n_test"] >= 1000,
         "on-manifold evaluation": _is_paper_attack(onm) and onm["n_test"] >= 2500,
         "attack inside adversarial training": _is_paper_attack(train, restarts=1),
+        "attack inside transformation training": _is_paper_attack(transformation, restarts=1)
+        and transformation.get("geometry") == "paper",
         "VAE-GANs": list(vae["channels"]) == [64, 128, 256] and not any(steps.get(d) for d in datasets),
     }
     return [{"setting": k, "paper": PAPER_SETTINGS[k], "run": run[k], "as_paper": same[k]} for k in PAPER_SETTINGS]
@@ -235,6 +244,7 @@ def settings_beside_paper(cfg: Mapping, n_fonts: int | None = None, font_set: st
 def _is_paper_attack(section: Mapping, restarts: int = 5) -> bool:
     """The paper's attack: 40 Adam iterations at lr 0.005 from the distance-and-direction start."""
     return (section.get("optimizer") == "adam" and section.get("adam_lr", 0.005) == 0.005
+            and not section.get("relative_step")
             and section.get("start") == "distance_direction" and section.get("steps") == 40
             and section.get("restarts", restarts) == restarts)
 
