@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -352,3 +353,33 @@ def test_class_keeping_of_a_record_without_successes_is_undefined_not_an_error(t
     save_attack(path, result, np.arange(3), AttackConfig())
     rates = class_keeping(MeanJudge(), path)
     assert rates["successful"] == 0 and np.isnan(rates["class_kept"]) and rates["success_any_kept"] == 0.0
+
+
+def test_judge_stage_writes_each_models_class_keeping_beside_the_judges_error(tmp_path, trained_model):
+    """One class_kept.json per model, holding each record's rates as class_keeping computes them with the
+    judge read back from disk, and the judge's own test error from its metrics.json."""
+    from manifold_robustness.models import save_classifier
+    from manifold_robustness.stages import judge_onmanifold
+
+    judge_path, judge_metrics = tmp_path / "judge" / "model.pt", tmp_path / "judge" / "metrics.json"
+    save_classifier(trained_model, judge_path)
+    judge_metrics.write_text(json.dumps({"test_error": 0.125}))
+    records = {"onmanifold": [], "onmanifold_learned": []}
+    for seed in (0, 1):
+        for name in records:
+            result = hand_result()
+            result.variables[0, 0] = seed / 10
+            path = tmp_path / f"seed{seed}" / f"{name}.h5"
+            save_attack(path, result, np.arange(3), AttackConfig())
+            records[name].append(str(path))
+    outs = [str(tmp_path / f"seed{seed}" / "class_kept.json") for seed in (0, 1)]
+    judge_onmanifold(str(judge_path), str(judge_metrics), records, outs, "cpu")
+    for i, out in enumerate(outs):
+        doc = json.loads(Path(out).read_text())
+        assert doc["judge"]["test_error"] == 0.125
+        for name in records:
+            expected = class_keeping(trained_model, records[name][i])
+            assert {k: doc[name][k] for k in expected} == pytest.approx(expected, nan_ok=True)
+            assert doc[name]["record"] == records[name][i]
+    with pytest.raises(ValueError, match="one record per model"):
+        judge_onmanifold(str(judge_path), str(judge_metrics), {"onmanifold": records["onmanifold"][:1]}, outs, "cpu")

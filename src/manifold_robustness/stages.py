@@ -273,17 +273,17 @@ def train_judge(data_path: str, model_path: str, metrics_path: str, dataset: str
     return metrics
 
 
-def judge_onmanifold(judge_path: str, records: dict[str, list[str]], outs: list[str], device_name: str = "auto",
-                     threads: int = 1) -> list[dict]:
-    """Per model, the class-keeping rates (`attack_io.class_keeping`) of its on-manifold records, by the judge;
-    `records` maps the record's name (onmanifold, onmanifold_learned) to one record per model, as `outs`."""
+def judge_onmanifold(judge_path: str, judge_metrics: str, records: dict[str, list[str]], outs: list[str],
+                     device_name: str = "auto", threads: int = 1) -> list[dict]:
+    """Per model, the class-keeping rates (`attack_io.class_keeping`) of its on-manifold records, by the judge
+    (its model and metrics.json); `records` maps the record's name (onmanifold, onmanifold_learned) to one record
+    per model, as `outs`."""
     if any(len(paths) != len(outs) for paths in records.values()):
         raise ValueError(f"one record per model is needed for each of {list(records)}: {len(outs)} models")
     device = resolve_device(device_name)
     configure_torch(threads, device)
     judge = load_classifier(judge_path, device)
-    metrics_path = Path(judge_path).with_name("metrics.json")
-    judge_error = read_json(metrics_path)["test_error"] if metrics_path.exists() else float("nan")
+    judge_error = read_json(judge_metrics)["test_error"]
     docs = []
     for i, out in enumerate(outs):
         doc = {name: {**class_keeping(judge, paths[i]), "record": paths[i]} for name, paths in records.items()}

@@ -31,6 +31,7 @@ rule judge_onmanifold:
     input:
         unpack(judged_records),
         judge="results/judges/{dataset}/model.pt",
+        judge_metrics="results/judges/{dataset}/metrics.json",
     output:
         per_seed(f"results/attacks/{RUN}/class_kept.json"),
     log:
