@@ -211,5 +211,5 @@ def test_fig3_titles_name_the_judges_class_kept_share() -> None:
     assert _class_kept_note(df, "onmanifold_success") == ""  # no judge ran
     top = df["n_train"].max()
     df = df.assign(onmanifold_class_kept=np.where((df["mode"] == "normal") & (df["n_train"] == top), 0.5, 0.9))
-    assert _class_kept_note(df, "onmanifold_success_any") == f"\nclass kept (judge): 0.50 at N = {top}"
+    assert _class_kept_note(df, "onmanifold_success_any") == f"\nclass kept (judge): 0.50 at N = {top:,}"
     assert _class_kept_note(df, "onmanifold_learned_success") == ""  # the learned record was not judged

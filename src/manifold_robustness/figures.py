@@ -435,7 +435,7 @@ def _class_kept_note(data: pd.DataFrame, success_column: str) -> str:
     if column not in normal or normal[column].isna().all():
         return ""
     top = normal[normal["n_train"] == normal["n_train"].max()]
-    return f"\nclass kept (judge): {top[column].mean():.2f} at N = {int(top['n_train'].iloc[0])}"
+    return f"\nclass kept (judge): {top[column].mean():.2f} at N = {int(top['n_train'].iloc[0]):,}"
 
 
 def fig3_onmanifold_robustness(df: pd.DataFrame, pdf: str | os.PathLike, png: str | os.PathLike,
