@@ -100,7 +100,6 @@ def load_success_rates(path: str | os.PathLike) -> dict[str, float | str]:
     return rates
 
 
-
 def class_keeping(judge: torch.nn.Module, path: str | os.PathLike) -> dict[str, float | int]:
     """How many of a record's successful examples still show their own class to a judge, a classifier that took
     no part in the attack (the paper's on-manifold adversarial examples are of the same class).
