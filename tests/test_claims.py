@@ -155,13 +155,42 @@ def test_success_change_does_not_depend_on_the_range_of_test_errors() -> None:
     assert narrow_change == pytest.approx(wide_change) and all(v > 0.45 for v in wide_change.values())
 
 
-def test_saturated_success_is_inconclusive() -> None:
+def _claim4(df: pd.DataFrame, name: str) -> C.Check:
+    return next(ch for ch in C.judge(df, {}, workflow_config(), "t.csv")
+                if ch.dataset == "fonts" and ch.statistic.startswith(name))
+
+
+def test_saturated_success_cannot_decide_the_change_but_the_contrast_still_decides() -> None:
+    """Every normal model at success 1.0: its change with test error says nothing (INCONCLUSIVE), but adversarial
+    training's change against it is what "except for adversarial training" claims: it passes where adversarial
+    success moves with test error, and fails where it is flat too."""
     df = synthetic_table()
     df.loc[df["mode"] == "normal", "pgd_success"] = 1.0  # every normally trained model fooled everywhere
-    checks = C.judge(df, {}, workflow_config(), "t.csv")
-    for name in ("success_change[pgd_success, normal]", "success_contrast[pgd_success, adversarial - normal]"):
-        check = next(ch for ch in checks if ch.dataset == "fonts" and ch.statistic == name)
-        assert check.verdict == C.INCONCLUSIVE and "saturated" in check.reason
+    change = _claim4(df, "success_change")
+    assert change.verdict == C.INCONCLUSIVE and "saturated" in change.reason
+    contrast = _claim4(df, "success_contrast")
+    assert contrast.verdict == C.PASS and contrast.reference["saturated_seeds"] == [0, 1, 2]
+    flat = df.copy()
+    flat.loc[flat["mode"] == "adversarial", "pgd_success"] = 0.5 + 0.001 * flat["seed"]
+    assert _claim4(flat, "success_contrast").verdict == C.FAIL
+
+
+def test_saturation_is_judged_per_seed() -> None:
+    """One seed's normal models all at 1.0 leaves that seed out of the change; the others decide: flat success
+    passes, success that moves with test error fails. Before, one model below 0.99 on another seed decided
+    whether the whole check was blocked."""
+    df = synthetic_table()
+    normal = df["mode"] == "normal"
+    df.loc[normal & (df["seed"] == 0), "pgd_success"] = 1.0
+    change = _claim4(df, "success_change")
+    assert sorted(change.per_seed) == [1, 2] and change.verdict == C.PASS
+    assert "left out as saturated" in change.reason and "seed 0" in change.reason
+    moving = df.copy()
+    rows = normal & (moving["seed"] > 0)
+    moving.loc[rows, "pgd_success"] = 0.2 + 2 * moving.loc[rows, "test_error"] + 0.001 * moving.loc[rows, "seed"]
+    failed = _claim4(moving, "success_change")
+    assert sorted(failed.per_seed) == [1, 2] and failed.verdict == C.FAIL
+    assert C.saturated_seeds(moving, "fonts", "pgd_success", 0.99) == [0]
 
 
 def test_a_grid_too_coarse_for_the_data_factor_is_inconclusive() -> None:
@@ -720,3 +749,18 @@ def test_the_judges_class_keeping_is_reported_beside_the_on_manifold_success(tmp
     assert np.mean(list(check.per_seed.values())) == pytest.approx(top["onmanifold_success"].mean())  # every success
     assert C.class_keeping_markdown(df.drop(columns=["onmanifold_class_kept", "onmanifold_learned_class_kept"]),
                                     ["fonts"]) == []
+
+
+def test_the_data_factor_judges_exact_ratios_only_and_names_the_bounds() -> None:
+    """A seed whose adversarial training never reaches normal training's error gives a bound, not a ratio: it is
+    named beside the check and left out of the mean, which the exact seeds alone make (passing at a factor of
+    2, failing at 1)."""
+    for factor, verdict in ((2.0, C.PASS), (1.0, C.FAIL)):
+        df = synthetic_table(adv_factor=factor)
+        worse = (df["mode"] == "adversarial") & (df["seed"] == 2)
+        df.loc[worse, "test_error"] += 1.0  # seed 2's adversarial training never reaches normal's error
+        check = C.decide(C.sample_complexity_check(df, "fonts", workflow_config()["claims"], "t.csv"), 0.95, "ci")
+        assert sorted(check.per_seed) == [0, 1] and check.verdict == verdict, check.reason
+        assert check.reference["kind_per_seed"][2] == "lower bound"
+        assert check.reference["bounds_per_seed"][2].startswith("lower bound")
+        assert "left out of the mean, as bounds: seed 2: lower bound" in check.reason

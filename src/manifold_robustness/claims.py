@@ -263,28 +263,48 @@ def success_change(df: pd.DataFrame, dataset: str, mode: str, column: str) -> di
     return changes
 
 
+def saturated_seeds(df: pd.DataFrame, dataset: str, column: str, level: float) -> list[int]:
+    """The seeds whose normally trained models all have `column` >= `level`: on such a seed success is at its
+    ceiling and carries no information on how it depends on test error."""
+    normal = _rows(df, dataset, "normal").dropna(subset=[column])
+    return sorted(int(seed) for seed, g in normal.groupby("seed") if (g[column] >= level).all())
+
+
 def _saturated(df: pd.DataFrame, dataset: str, column: str, level: float) -> str:
+    """Why the data cannot decide, where every seed is saturated (`saturated_seeds`); else empty."""
     values = _rows(df, dataset, "normal")[column].dropna()
-    if len(values) and (values >= level).all():
+    seeds = set(_rows(df, dataset, "normal").dropna(subset=[column])["seed"])
+    if len(values) and set(saturated_seeds(df, dataset, column, level)) == seeds:
         return (f"saturated: every normally trained model has {column} >= {level} (lowest {values.min():.3f}), so "
                 "success carries no information on its dependence on test error")
     return ""
 
 
 def success_change_check(df: pd.DataFrame, dataset: str, column: str, cfg: Mapping, source: str) -> Check:
-    """Claim 4: under normal training, regular success barely changes with test error."""
+    """Claim 4: under normal training, regular success barely changes with test error. Judged per seed: a seed
+    whose normal models are all saturated (`saturated_seeds`) says nothing and is left out, and the note says so;
+    where every seed is saturated the check cannot decide."""
     check = Check(4, dataset, f"success_change[{column}, normal]",
                   f"change of {column} explained by test error over the normally trained models of a seed (slope "
                   "x range of test errors)", "within", cfg["success_change_max"], sources=[source])
-    check.per_seed = success_change(df, dataset, "normal", column)
-    if not check.per_seed:
+    changes = success_change(df, dataset, "normal", column)
+    if not changes:
         check.reason = "fewer than 2 normally trained models with different test errors per seed"
     check.undecidable = _saturated(df, dataset, column, cfg["saturation"])
+    saturated = [s for s in saturated_seeds(df, dataset, column, cfg["saturation"]) if s in changes]
+    if check.undecidable or not saturated:
+        check.per_seed = changes
+        return check
+    check.per_seed = {s: v for s, v in changes.items() if s not in saturated}
+    check.reason = _join(check.reason, f"left out as saturated (every normal model at {column} >= "
+                                       f"{cfg['saturation']}): seed {', '.join(map(str, saturated))}")
     return check
 
 
 def success_contrast_check(df: pd.DataFrame, dataset: str, column: str, cfg: Mapping, source: str) -> Check:
-    """Claim 4: "except for adversarial training": its success changes with test error clearly more."""
+    """Claim 4: "except for adversarial training": its success changes with test error clearly more. Judged also
+    where normal training is saturated: adversarial training's change against a flat normal one is what the
+    claim is about."""
     check = Check(4, dataset, f"success_contrast[{column}, adversarial - normal]",
                   f"change of {column} explained by test error under adversarial training minus that under normal "
                   "training (same seed)", ">=", cfg["success_contrast_min"], sources=[source])
@@ -294,7 +314,9 @@ def success_contrast_check(df: pd.DataFrame, dataset: str, column: str, cfg: Map
         check.reason = "needs normal and adversarial training with 2 or more test errors per seed"
     check.reference = {"mean_change_normal": _nanmean(list(normal.values())),
                        "mean_change_adversarial": _nanmean(list(adversarial.values()))}
-    check.undecidable = _saturated(df, dataset, column, cfg["saturation"])
+    saturated = saturated_seeds(df, dataset, column, cfg["saturation"])
+    if saturated:
+        check.reference["saturated_seeds"] = saturated
     return check
 
 
@@ -359,18 +381,28 @@ def sample_complexity_check(df: pd.DataFrame, dataset: str, cfg: Mapping, source
                   "(at the largest N where adversarial training reaches it; log-linear interpolation)", ">=",
                   cfg["sample_complexity_min"], sources=[source])
     normal, adversarial = _rows(df, dataset, "normal"), _rows(df, dataset, "adversarial")
-    kinds, coarse = {}, []
+    kinds, coarse, bounds = {}, [], {}
     for seed in sorted(set(normal["seed"]) & set(adversarial["seed"])):
         n_seed, a_seed = normal[normal["seed"] == seed], adversarial[adversarial["seed"] == seed]
         if a_seed["n_train"].nunique() < 2:
             continue
         ratio, kind, n_at, bracket = sample_complexity_detail(n_seed, a_seed)
-        check.per_seed[int(seed)], kinds[int(seed)] = ratio, kind
+        kinds[int(seed)] = kind
+        # A bound is not a ratio: averaging "at least 8" with an exact 2 would mean neither, so only exact
+        # ratios are judged and the bounds are named beside them.
+        if kind == "exact":
+            check.per_seed[int(seed)] = ratio
+        else:
+            bounds[int(seed)] = f"{kind} {ratio:.3g}"
         middle = math.sqrt(n_seed["n_train"].min() * n_seed["n_train"].max())
-        if kind != "exact" or n_at < middle or bracket > cfg["sample_complexity_resolution"]:
-            coarse.append(f"seed {seed}: {kind} at N = {n_at}" + (f", between grid points {bracket:g}x apart"
-                                                                   if np.isfinite(bracket) else ""))
-    if not check.per_seed:
+        if kind == "exact" and (n_at < middle or bracket > cfg["sample_complexity_resolution"]):
+            coarse.append(f"seed {seed}: exact at N = {n_at}, between grid points {bracket:g}x apart")
+    if bounds:
+        check.reference["bounds_per_seed"] = bounds
+        check.reason = "left out of the mean, as bounds: " + "; ".join(f"seed {s}: {b}" for s, b in bounds.items())
+        if not check.per_seed:
+            coarse.append("no seed's adversarial training reaches normal training's test error within the grid")
+    if not kinds:
         check.reason = "needs normal and adversarial training with at least 2 values of N per seed"
     check.reference["kind_per_seed"] = kinds
     if coarse:
