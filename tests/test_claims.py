@@ -764,3 +764,35 @@ def test_the_data_factor_judges_exact_ratios_only_and_names_the_bounds() -> None
         assert check.reference["kind_per_seed"][2] == "lower bound"
         assert check.reference["bounds_per_seed"][2].startswith("lower bound")
         assert "left out of the mean, as bounds: seed 2: lower bound" in check.reason
+
+
+def test_a_check_the_papers_own_numbers_fail_on_this_grid_cannot_decide_here() -> None:
+    """The paper passes the check on its grid; on the run's grid its own numbers fail it: the run's verdict,
+    PASS or FAIL, becomes INCONCLUSIVE and says why. Where the paper's numbers pass on the run's grid too, the
+    run's verdict stands; a check beyond the paper is left alone."""
+    from manifold_robustness import paper
+
+    def check(verdict: str, dataset: str = "fonts") -> C.Check:
+        ch = C.Check(4, dataset, "sample_complexity_ratio", "", ">=", 1.5, per_seed={0: 2.0})
+        ch.verdict = verdict
+        return ch
+
+    def paper_check(verdict: str, value: float) -> C.Check:
+        ch = C.Check(4, "fonts", "sample_complexity_ratio", "", ">=", 1.5, per_seed={0: value})
+        ch.mean, ch.verdict = value, verdict
+        return ch
+
+    full = [paper_check(C.PASS, 2.38)]
+    for verdict in (C.PASS, C.FAIL):
+        blocked = check(verdict)
+        paper.attach_paper_values([blocked], full, [paper_check(C.FAIL, 0.896)])
+        assert blocked.verdict == C.INCONCLUSIVE
+        assert blocked.reason == ("the paper's own numbers give 0.896 (FAIL) on this run's N grid, so the grid "
+                                  "cannot decide this check")
+        kept = check(verdict)
+        paper.attach_paper_values([kept], full, [paper_check(C.PASS, 2.1)])
+        assert kept.verdict == verdict and kept.reference["paper_on_this_grid"] == "2.100 (PASS)"
+    beyond = check(C.PASS)
+    beyond.beyond_paper = "not claimed"
+    paper.attach_paper_values([beyond], full, [paper_check(C.FAIL, 0.896)])
+    assert beyond.verdict == C.PASS

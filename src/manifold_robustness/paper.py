@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .claims import mean_ci, signed_text
+from .claims import FAIL, INCONCLUSIVE, PASS, _join, mean_ci, signed_text
 
 REFERENCE_COLUMNS = ("dataset", "quantity", "method", "n_train", "value", "shown_in_paper", "paper_figure", "source")
 DISTANCE_COLUMNS = ("dataset", "quantity", "network", "method", "x_name", "x", "y", "source")
@@ -331,7 +331,10 @@ def calibrate(reference: pd.DataFrame, distances: pd.DataFrame, cfg: Mapping,
 
 def attach_paper_values(checks: Sequence, paper_checks: Sequence, on_run_grid: Sequence = ()) -> None:
     """Give each of the run's checks the paper's value and verdict of the same statistic, and, where given, the
-    paper's value on the run's own N grid (what the run's grid can resolve of the paper's curves)."""
+    paper's value on the run's own N grid (what the run's grid can resolve of the paper's curves).
+
+    A check that the paper's own numbers pass on the paper's grid but not on the run's cannot decide on the run's
+    grid either: its verdict becomes INCONCLUSIVE, saying so."""
     paper = {(ch.claim, ch.dataset, ch.statistic): ch for ch in paper_checks}
     grid = {(ch.claim, ch.dataset, ch.statistic): ch for ch in on_run_grid}
     for check in checks:
@@ -340,3 +343,8 @@ def attach_paper_values(checks: Sequence, paper_checks: Sequence, on_run_grid: S
             check.paper_value, check.paper_verdict = paper[key].mean, paper[key].verdict
         if key in grid and grid[key].per_seed:
             check.reference["paper_on_this_grid"] = f"{grid[key].mean:.3f} ({grid[key].verdict})"
+            if (check.paper_verdict == PASS and grid[key].verdict != PASS and not check.beyond_paper
+                    and check.verdict in (PASS, FAIL)):
+                check.undecidable = (f"the paper's own numbers give {grid[key].mean:.3f} ({grid[key].verdict}) on "
+                                     "this run's N grid, so the grid cannot decide this check")
+                check.verdict, check.reason = INCONCLUSIVE, _join(check.reason, check.undecidable)
