@@ -566,6 +566,7 @@ def claims_markdown(doc: dict, checks: Sequence[Check], appendix: Sequence[str] 
              "paper's published means (reference/paper/): they give one value per N and no seeds, so the paper's "
              "verdicts are decided on the value, and claim 1 reads the paper's Fig. 2 histograms (their share "
              "beyond the distance threshold, their medians) in place of per-example distances.", ""]
+    lines += verdict_grid_markdown(doc, checks)
     not_run = sorted({ch.dataset: ch.reason for ch in checks if ch.dataset not in doc["datasets_run"]}.items())
     lines += [f"Not run: {d}: {reason}." for d, reason in not_run] + ([""] if not_run else [])
     for claim in doc["claims"]:
@@ -586,6 +587,32 @@ def claims_markdown(doc: dict, checks: Sequence[Check], appendix: Sequence[str] 
         notes = [_note(ch) for ch in own]
         lines += [""] + [n for n in notes if n] + [""]
     return "\n".join(lines + list(appendix)).rstrip() + "\n"
+
+
+def verdict_grid_markdown(doc: dict, checks: Sequence[Check]) -> list[str]:
+    """Markdown lines: the verdict grid (claims x datasets) that leads the report. Each cell run gives the claim's
+    verdict on this run and on the paper's own numbers, the statistic that decides it (mean, interval, seeds: for
+    a claim not passed, its first check that did not pass) and, where the claim is not PASS, why."""
+    lines = ["## Verdicts", "", "| claim | " + " | ".join(PAPER_DATASETS) + " |",
+             "|---|" + "---|" * len(PAPER_DATASETS)]
+    for claim in doc["claims"]:
+        cells = []
+        for dataset in PAPER_DATASETS:
+            verdict = claim["verdicts"][dataset]
+            paper = claim.get("paper_verdicts", {}).get(dataset)
+            cell = f"**{verdict}**" + (f" (paper: {paper})" if paper else "")
+            own = [ch for ch in checks if ch.claim == claim["id"] and ch.dataset == dataset]
+            claimed = [ch for ch in own if not ch.beyond_paper] or own
+            if dataset in doc["datasets_run"] and claimed:
+                decisive = next((ch for ch in claimed if ch.verdict != PASS), claimed[0])
+                ci = f" [{_fmt(decisive.ci[0])}, {_fmt(decisive.ci[1])}]" if decisive.ci else ""
+                cell += (f": {decisive.statistic} {_fmt(decisive.mean)}{ci}, {decisive.n_seeds} "
+                         f"seed{'s' if decisive.n_seeds != 1 else ''}")
+                if not verdict.startswith(PASS):
+                    cell += f"; {_why(decisive)}"
+            cells.append(cell)
+        lines.append(f"| {claim['id']}. {claim['title']} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _why(ch: Check) -> str:
