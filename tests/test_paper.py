@@ -183,8 +183,9 @@ def test_settings_beside_paper_name_what_differs() -> None:
 
 
 def test_front_page_leads_with_verdicts_and_comparison() -> None:
-    doc = {"scale_note": "A run.", "claims": [{"id": 1, "title": "t", "figure": "Fig. 2",
-                                               "verdicts": {"fonts": "PASS", "emnist": "NOT RUN", "fashion": "FAIL"}}]}
+    doc = {"scale_note": "A run.", "datasets_run": [], "claims": [
+        {"id": 1, "title": "t", "figure": "Fig. 2", "verdicts": {"fonts": "PASS", "emnist": "NOT RUN", "fashion": "FAIL"},
+         "checks": []}]}
     summary = pd.DataFrame([{"figure": "Fig. 4 (left): PGD success rate", "dataset": "fonts", "values": 3,
                              "median_abs_difference": 0.1, "max_abs_difference": 0.2, "median_difference": -0.1,
                              "paper_in_ci": 0, "with_ci": 0}])

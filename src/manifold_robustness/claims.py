@@ -11,7 +11,7 @@ import math
 import operator
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import h5py
 import numpy as np
@@ -566,7 +566,7 @@ def claims_markdown(doc: dict, checks: Sequence[Check], appendix: Sequence[str] 
              "paper's published means (reference/paper/): they give one value per N and no seeds, so the paper's "
              "verdicts are decided on the value, and claim 1 reads the paper's Fig. 2 histograms (their share "
              "beyond the distance threshold, their medians) in place of per-example distances.", ""]
-    lines += verdict_grid_markdown(doc, checks)
+    lines += verdict_grid_markdown(doc)
     not_run = sorted({ch.dataset: ch.reason for ch in checks if ch.dataset not in doc["datasets_run"]}.items())
     lines += [f"Not run: {d}: {reason}." for d, reason in not_run] + ([""] if not_run else [])
     for claim in doc["claims"]:
@@ -589,28 +589,33 @@ def claims_markdown(doc: dict, checks: Sequence[Check], appendix: Sequence[str] 
     return "\n".join(lines + list(appendix)).rstrip() + "\n"
 
 
-def verdict_grid_markdown(doc: dict, checks: Sequence[Check]) -> list[str]:
-    """Markdown lines: the verdict grid (claims x datasets) that leads the report. Each cell run gives the claim's
-    verdict on this run and on the paper's own numbers, the statistic that decides it (mean, interval, seeds: for
-    a claim not passed, its first check that did not pass) and, where the claim is not PASS, why."""
+def verdict_cell(claim: dict, dataset: str, datasets_run: Sequence[str], strong: str = "") -> str:
+    """One cell of the verdict grid, from a claim of the JSON document: the verdict on this run and on the
+    paper's numbers; where the dataset ran, the statistic that decides it (mean, interval, seeds: for a claim not
+    passed, its first check that did not pass) and, where the claim is not PASS, why. `strong` marks the run's
+    verdict up (markdown's `**`)."""
+    verdict = claim["verdicts"][dataset]
+    paper = claim.get("paper_verdicts", {}).get(dataset)
+    cell = f"{strong}{verdict}{strong}" + (f" (paper: {paper})" if paper else "")
+    own = [c for c in claim["checks"] if c["dataset"] == dataset]
+    claimed = [c for c in own if not c["beyond_paper"]] or own
+    if dataset not in datasets_run or not claimed:
+        return cell
+    decisive = next((c for c in claimed if c["verdict"] != PASS), claimed[0])
+    ci = f" [{_fmt(decisive['ci'][0])}, {_fmt(decisive['ci'][1])}]" if decisive["ci"] else ""
+    n = decisive["n_seeds"]
+    cell += f": {decisive['statistic']} {_fmt(decisive['mean'])}{ci}, {n} seed{'s' if n != 1 else ''}"
+    if not verdict.startswith(PASS):
+        cell += f"; {_why(Check(**{f.name: decisive[f.name] for f in fields(Check)}))}"
+    return cell
+
+
+def verdict_grid_markdown(doc: dict) -> list[str]:
+    """Markdown lines: the verdict grid (claims x datasets) that leads the report (cells: `verdict_cell`)."""
     lines = ["## Verdicts", "", "| claim | " + " | ".join(PAPER_DATASETS) + " |",
              "|---|" + "---|" * len(PAPER_DATASETS)]
     for claim in doc["claims"]:
-        cells = []
-        for dataset in PAPER_DATASETS:
-            verdict = claim["verdicts"][dataset]
-            paper = claim.get("paper_verdicts", {}).get(dataset)
-            cell = f"**{verdict}**" + (f" (paper: {paper})" if paper else "")
-            own = [ch for ch in checks if ch.claim == claim["id"] and ch.dataset == dataset]
-            claimed = [ch for ch in own if not ch.beyond_paper] or own
-            if dataset in doc["datasets_run"] and claimed:
-                decisive = next((ch for ch in claimed if ch.verdict != PASS), claimed[0])
-                ci = f" [{_fmt(decisive.ci[0])}, {_fmt(decisive.ci[1])}]" if decisive.ci else ""
-                cell += (f": {decisive.statistic} {_fmt(decisive.mean)}{ci}, {decisive.n_seeds} "
-                         f"seed{'s' if decisive.n_seeds != 1 else ''}")
-                if not verdict.startswith(PASS):
-                    cell += f"; {_why(decisive)}"
-            cells.append(cell)
+        cells = [verdict_cell(claim, d, doc["datasets_run"], "**") for d in PAPER_DATASETS]
         lines.append(f"| {claim['id']}. {claim['title']} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -740,11 +745,11 @@ def front_page_rst(doc: dict, summary, settings: Sequence[Mapping]) -> str:
     """The report's first page: the verdicts (claims x datasets), the paper comparison's summary per figure, and
     the settings that differ from the paper's. `summary` is `paper.comparison_summary`'s table (or None)."""
     lines = ["Verdicts", "--------", "", doc["scale_note"], ""]
-    lines += ["Each cell: the verdict on this run, then on the paper's own numbers judged by the same code.", ""]
+    lines += ["Each cell: the verdict on this run, then on the paper's own numbers judged by the same code; the "
+              "statistic that decides it (mean, interval over seeds, seeds), and why where it is not PASS.", ""]
     lines += _rst_table(["claim"] + list(PAPER_DATASETS),
                         [[f"{c['id']}. {c['title']} ({c['figure']})"]
-                         + [c["verdicts"][d] + (f" (paper: {c['paper_verdicts'][d]})" if "paper_verdicts" in c else "")
-                            for d in PAPER_DATASETS] for c in doc["claims"]])
+                         + [verdict_cell(c, d, doc["datasets_run"]) for d in PAPER_DATASETS] for c in doc["claims"]])
     lines += ["Beside the paper's numbers", "--------------------------", "",
               "Difference = this run's mean over seeds − the paper's value, over every (dataset, quantity, method, "
               "N) both have; row by row in ``results/tables/paper_comparison.csv``.", ""]
