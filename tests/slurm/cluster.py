@@ -150,9 +150,11 @@ def refuse_other_slurm() -> None:
     if SYSTEM_CONF.exists():
         raise Unavailable(f"{SYSTEM_CONF} exists: srun in the jobs would read it instead of the test cluster's")
     link = RUN_DIR / "conf"
-    if link.is_symlink() and not link.exists():
-        link.unlink()  # left by a slurmd that was killed: it points nowhere
-    elif link.exists() or link.is_symlink():
+    if link.is_symlink():
+        # No slurmd runs (above), so the link is one a killed slurmd left behind, whether or not its target (a
+        # spool in an old pytest folder) still exists.
+        link.unlink()
+    elif link.exists():
         raise Unavailable(f"{link} exists: another configless slurmd's configuration")
 
 
