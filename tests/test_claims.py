@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 from scipy import stats
+from scipy import stats
 
 from manifold_robustness import claims as C
 
@@ -173,6 +174,71 @@ def test_saturated_success_cannot_decide_the_change_but_the_contrast_still_decid
     flat = df.copy()
     flat.loc[flat["mode"] == "adversarial", "pgd_success"] = 0.5 + 0.001 * flat["seed"]
     assert _claim4(flat, "success_contrast").verdict == C.FAIL
+
+
+def test_at_saturation_the_contrast_and_the_data_factor_decide_claim_4() -> None:
+    """Normal training's success at its ceiling on every seed says nothing on claim 4's "hardly influenced": that
+    check stays INCONCLUSIVE but is left out of the claim's verdict, which the contrast with adversarial training
+    and the data factor then decide, either way. Unsaturated, every check counts as before."""
+    df = synthetic_table()
+    df.loc[df["mode"] == "normal", "pgd_success"] = 1.0
+
+    def claim4(table: pd.DataFrame) -> tuple[str, list[C.Check]]:
+        checks = [ch for ch in C.judge(table, {}, workflow_config(), "t.csv") if ch.claim == 4 and ch.dataset == "fonts"]
+        return C.claim_verdict(checks), checks
+
+    verdict, checks = claim4(df)
+    assert verdict == C.PASS and [ch.counts for ch in checks] == [False, True, True]
+    flat = df.copy()
+    flat.loc[flat["mode"] == "adversarial", "pgd_success"] = 0.5 + 0.001 * flat["seed"]
+    assert claim4(flat)[0] == C.FAIL  # adversarial success does not move with test error either
+    one_x = synthetic_table(adv_factor=1.0)
+    one_x.loc[one_x["mode"] == "normal", "pgd_success"] = 1.0
+    assert claim4(one_x)[0] == C.FAIL  # adversarial training needs no more data
+    unsaturated = synthetic_table()
+    rows = unsaturated["mode"] == "normal"
+    unsaturated.loc[rows, "pgd_success"] = 0.2 + 2 * unsaturated.loc[rows, "test_error"] + 0.001 * unsaturated["seed"]
+    verdict, checks = claim4(unsaturated)
+    assert verdict == C.FAIL and all(ch.counts for ch in checks)  # success that moves with error fails it
+
+
+@pytest.mark.parametrize("values, op, threshold, expected", [
+    ([0.05, 0.15], ">=", 0.0, 5),  # mean 0.1, sd 0.071: t(3) 3.18 * 0.071 / 2 = 0.112; t(4) 2.78 * 0.071 / 2.24 = 0.088
+    ([0.1, 0.1 + 1e-9], ">=", 0.0, 2),
+    ([-0.05, 0.05], ">=", 0.0, None),  # the mean on the threshold: no number of seeds decides
+    ([0.2, 0.3], "within", 0.25, None),
+    ([0.0, 0.1], "within", 0.25, 3),
+])
+def test_seeds_to_decide_is_the_fewest_whose_t_interval_clears(values, op, threshold, expected) -> None:
+    n = C.seeds_to_decide(values, op, threshold, 0.95)
+    if expected is None:
+        assert n is None
+        return
+    assert n == expected
+    sd, margin = np.std(values, ddof=1), abs(abs(np.mean(values)) - threshold) if op == "within" else abs(np.mean(values) - threshold)
+    half = lambda k: stats.t.ppf(0.975, k - 1) * sd / math.sqrt(k)  # noqa: E731
+    assert half(n) < margin and (n == 2 or half(n - 1) >= margin)
+
+
+def test_an_inconclusive_check_says_what_would_decide_it() -> None:
+    """An interval that crosses its threshold names the seeds that would decide it at this spread and the command;
+    a coarse grid names the grid; a decided check names nothing."""
+    crossing = C.decide(C.Check(3, "fonts", "x", "", ">", 0.0, per_seed={0: 0.13, 1: 0.055}), 0.95, "ci")
+    assert crossing.verdict == C.INCONCLUSIVE
+    n = C.seeds_to_decide([0.13, 0.055], ">", 0.0, 0.95)
+    assert crossing.to_decide == (f"about {n} seeds at this spread (sd 0.053 over 2 seeds): "
+                                  f"{C.DECIDING_RUN} runs {C.DECIDING_SEEDS}")
+    assert C._why(crossing).endswith(f"; to decide: {crossing.to_decide}")
+    many = C.decide(C.Check(3, "fonts", "x", "", ">", 0.0, per_seed={0: 0.2, 1: 0.0}), 0.95, "ci")
+    assert "set `classifiers.seeds`" in many.to_decide and many.to_decide.startswith("about ")
+    never = C.decide(C.Check(3, "fonts", "x", "", ">", 0.0, per_seed={0: 0.1, 1: -0.1}), 0.95, "ci")
+    assert never.to_decide.startswith(f"more than {C.MOST_SEEDS} seeds") and "will not decide" in never.to_decide
+    decided = C.decide(C.Check(3, "fonts", "x", "", ">", 0.0, per_seed={0: 0.1, 1: 0.11}), 0.95, "ci")
+    assert decided.verdict == C.PASS and decided.to_decide == "" and "to decide" not in C._why(decided)
+    coarse = synthetic_table()
+    coarse = coarse[coarse["n_train"].isin([250, 1000, 8000])]
+    check = C.decide(C.sample_complexity_check(coarse, "fonts", workflow_config()["claims"], "t.csv"), 0.95, "ci")
+    assert "points at most 2x apart" in check.to_decide and C.DECIDING_RUN in C._why(check)
 
 
 def test_saturation_is_judged_per_seed() -> None:
@@ -692,7 +758,8 @@ def test_golden_json_numbers_are_compared_to_float_noise_not_bit_for_bit():
 
 def test_the_signed_step_attack_is_reported_beside_the_papers_and_judged_apart(tmp_path: Path) -> None:
     """Claim 4 is judged on the paper's attack; the signed-step column (here saturated at 1.0 under normal
-    training, so its claim-4 statistics cannot decide) is shown beside it, with the verdict it would give."""
+    training, so its success change cannot decide and the contrast decides) is shown beside it, with the verdict
+    it would give."""
     df = synthetic_table("fonts")
     df["pgd_success_any"] = df["pgd_success"]
     df["pgd_sign_success"] = np.where(df["mode"] == "adversarial", df["pgd_success"] + 0.1, 1.0)
@@ -713,7 +780,9 @@ def test_the_signed_step_attack_is_reported_beside_the_papers_and_judged_apart(t
     (verdict_line,) = [line for line in lines if line.startswith("- fonts, claim 4:")]
     ours = C.claim_verdict([ch for ch in checks if ch.claim == 4 and ch.dataset == "fonts"])
     theirs = C.claim_verdict([ch for ch in second if ch.claim == 4 and ch.dataset == "fonts"])
-    assert ours == C.PASS and theirs == C.INCONCLUSIVE  # saturated under normal training: cannot decide
+    assert ours == C.PASS and theirs == C.PASS  # saturated under normal training: the contrast decides
+    (change,) = [ch for ch in second if ch.dataset == "fonts" and ch.statistic.startswith("success_change")]
+    assert change.verdict == C.INCONCLUSIVE and not change.counts
     assert verdict_line.startswith(f"- fonts, claim 4: **{ours}** with the paper's attack, **{theirs}** with signed")
     assert C.second_column("pgd_success") == "pgd_sign_success"
     assert C.second_column("pgd_success_any") == "pgd_sign_success_any"

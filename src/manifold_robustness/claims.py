@@ -58,6 +58,10 @@ class Check:
     reason: str = ""
     undecidable: str = ""  # why the data cannot decide (saturated success, a grid too coarse): INCONCLUSIVE
     beyond_paper: str = ""  # why the paper does not make this claim for the dataset: judged, but labelled so
+    # False where the statistic can say nothing about the claim on this data (success saturated at its ceiling):
+    # reported INCONCLUSIVE, but left out of the claim's verdict, which its other checks decide.
+    counts: bool = True
+    to_decide: str = ""  # for an INCONCLUSIVE check: what would decide it, and the command that runs that
     paper_value: float = math.nan  # the same statistic on the paper's published numbers (calibration)
     paper_verdict: str = ""
     n_seeds: int = 0
@@ -84,6 +88,41 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 }
 
 
+# The config that decides every claim the paper makes for FONTS and Fashion-MNIST (5 seeds, N points 2x apart).
+DECIDING_RUN = "`make run CONFIG=config/decide.yaml`"
+DECIDING_SEEDS = 5
+MOST_SEEDS = 50
+
+
+def _margin(mean: float, op: str, threshold: float) -> float:
+    """How far a mean lies from its threshold (from the band's edge, for "within")."""
+    return abs(abs(mean) - threshold) if op == "within" else abs(mean - threshold)
+
+
+def seeds_to_decide(values: Sequence[float], op: str, threshold: float, confidence: float,
+                    most: int = MOST_SEEDS) -> int | None:
+    """The fewest seeds whose t interval, at this mean and per-seed spread, would lie on one side of the threshold
+    (inside or outside the band for "within"); None where even `most` would not (or the spread is zero)."""
+    x = np.asarray(values, dtype=float)
+    margin, sd = _margin(float(x.mean()), op, threshold), float(x.std(ddof=1))
+    if sd == 0 or margin == 0:
+        return None
+    return next((n for n in range(2, most + 1)
+                 if stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n) < margin), None)
+
+
+def seeds_hint(values: Sequence[float], op: str, threshold: float, confidence: float) -> str:
+    """What would decide a check whose interval crosses its threshold, from its seeds' spread."""
+    x = np.asarray(values, dtype=float)
+    n, spread = seeds_to_decide(x, op, threshold, confidence), f"sd {_fmt(float(x.std(ddof=1)))} over {len(x)} seeds"
+    if n is None:
+        return (f"more than {MOST_SEEDS} seeds at this spread ({spread}, the mean "
+                f"{_fmt(_margin(float(x.mean()), op, threshold))} from the threshold): seeds alone will not decide it")
+    where = (f"{DECIDING_RUN} runs {DECIDING_SEEDS}" if n <= DECIDING_SEEDS
+             else f"more than {DECIDING_RUN}'s {DECIDING_SEEDS}: set `classifiers.seeds`")
+    return f"about {n} seeds at this spread ({spread}): {where}"
+
+
 def decide(check: Check, confidence: float, decide_on: str) -> Check:
     """Summarize the per-seed values of `check` and set its verdict (see the schema's `claims.decide_on`)."""
     values = [v for v in check.per_seed.values() if np.isfinite(v)]
@@ -103,6 +142,7 @@ def decide(check: Check, confidence: float, decide_on: str) -> Check:
     if decide_on == "ci":
         if check.ci is None:
             check.verdict, check.reason = INCONCLUSIVE, _join(check.reason, "one seed gives no confidence interval")
+            check.to_decide = f"2 or more seeds (`classifiers.seeds`; {DECIDING_RUN} runs {DECIDING_SEEDS})"
         else:
             lo, hi = check.ci
             if check.op == "within":
@@ -110,6 +150,8 @@ def decide(check: Check, confidence: float, decide_on: str) -> Check:
             else:
                 inside, outside = passes(lo, check.threshold), not passes(hi, check.threshold)
             check.verdict = PASS if inside else FAIL if outside else INCONCLUSIVE
+            if check.verdict == INCONCLUSIVE:
+                check.to_decide = seeds_hint(values, check.op, check.threshold, confidence)
     return check
 
 
@@ -291,6 +333,9 @@ def success_change_check(df: pd.DataFrame, dataset: str, column: str, cfg: Mappi
     if not changes:
         check.reason = "fewer than 2 normally trained models with different test errors per seed"
     check.undecidable = _saturated(df, dataset, column, cfg["saturation"])
+    # At the ceiling on every seed success cannot move with test error whatever the models are: the check is
+    # reported but does not hold up the claim, which the contrast with adversarial training then decides.
+    check.counts = not check.undecidable
     saturated = [s for s in saturated_seeds(df, dataset, column, cfg["saturation"]) if s in changes]
     if check.undecidable or not saturated:
         check.per_seed = changes
@@ -409,6 +454,8 @@ def sample_complexity_check(df: pd.DataFrame, dataset: str, cfg: Mapping, source
         check.undecidable = (f"grid too coarse to resolve a factor of about 2 ({'; '.join(coarse)}; resolved needs "
                              f"the upper half of the grid in log N and grid points at most "
                              f"{cfg['sample_complexity_resolution']:g}x apart)")
+        check.to_decide = (f"an N grid with points at most {cfg['sample_complexity_resolution']:g}x apart in its upper "
+                           f"half, as {DECIDING_RUN}'s")
     return check
 
 
@@ -466,12 +513,20 @@ def _not_run(dataset: str, reason: str) -> list[Check]:
     return [Check(claim, dataset, name, "", ">=", math.nan, reason=reason) for claim, name in names.items()]
 
 
+def counted(checks: Sequence) -> list:
+    """The checks (Check objects or their JSON dicts) that decide a claim: those that can say something about it
+    on this data (`Check.counts`), or all of them where none can."""
+    flag = [ch.counts if isinstance(ch, Check) else ch.get("counts", True) for ch in checks]
+    return [ch for ch, f in zip(checks, flag) if f] or list(checks)
+
+
 def claim_verdict(checks: Sequence[Check]) -> str:
     """A claim on a dataset: FAIL if any check fails, else INCONCLUSIVE, else NOT RUN if any is, else PASS. Checks
     of statistics the paper does not claim for the dataset count only where the paper claims none of them, and the
-    verdict then says "beyond the paper"."""
+    verdict then says "beyond the paper"; a check that cannot say anything on this data (`Check.counts`) counts
+    only where no other does."""
     claimed = [ch for ch in checks if not ch.beyond_paper]
-    verdicts = {ch.verdict for ch in (claimed or checks)}
+    verdicts = {ch.verdict for ch in counted(claimed or checks)}
     for v in (FAIL, INCONCLUSIVE, NOT_RUN, PASS):
         if v in verdicts:
             return v if claimed or not checks else f"{v} (beyond the paper)"
@@ -601,12 +656,16 @@ def verdict_cell(claim: dict, dataset: str, datasets_run: Sequence[str], strong:
     claimed = [c for c in own if not c["beyond_paper"]] or own
     if dataset not in datasets_run or not claimed:
         return cell
-    decisive = next((c for c in claimed if c["verdict"] != PASS), claimed[0])
+    deciding = counted(claimed)
+    decisive = next((c for c in deciding if c["verdict"] != PASS), deciding[0])
     ci = f" [{_fmt(decisive['ci'][0])}, {_fmt(decisive['ci'][1])}]" if decisive["ci"] else ""
     n = decisive["n_seeds"]
     cell += f": {decisive['statistic']} {_fmt(decisive['mean'])}{ci}, {n} seed{'s' if n != 1 else ''}"
     if not verdict.startswith(PASS):
         cell += f"; {_why(Check(**{f.name: decisive[f.name] for f in fields(Check)}))}"
+    for c in claimed:
+        if c not in deciding:
+            cell += f"; {c['statistic']} not counted: {c['undecidable'].split(', so ')[0]}"
     return cell
 
 
@@ -625,7 +684,10 @@ def _why(ch: Check) -> str:
     if ch.beyond_paper:
         return f"{ch.beyond_paper}; {_why(replace(ch, beyond_paper=''))}"
     if ch.verdict == INCONCLUSIVE:
-        return ch.undecidable or ch.reason or "the interval over seeds crosses the threshold"
+        why = ch.undecidable or ch.reason or "the interval over seeds crosses the threshold"
+        if not ch.counts:
+            return f"{why}; not counted in the claim's verdict, which its other checks decide"
+        return f"{why}; to decide: {ch.to_decide}" if ch.to_decide else why
     if ch.verdict == NOT_RUN:
         return ch.reason or "not measured"
     side = "clears" if ch.verdict == PASS else "misses"

@@ -348,3 +348,4 @@ def attach_paper_values(checks: Sequence, paper_checks: Sequence, on_run_grid: S
                 check.undecidable = (f"the paper's own numbers give {grid[key].mean:.3f} ({grid[key].verdict}) on "
                                      "this run's N grid, so the grid cannot decide this check")
                 check.verdict, check.reason = INCONCLUSIVE, _join(check.reason, check.undecidable)
+                check.to_decide = "an N grid on which the paper's own numbers decide it, as the paper's (config/paper.yaml)"
