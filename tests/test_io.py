@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -34,3 +36,33 @@ def test_read_json_names_a_corrupt_file(tmp_path: Path) -> None:
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="metrics.json is not valid JSON"):
         read_json(bad)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_every_kind_of_output_gets_the_mode_the_umask_gives(tmp_path: Path, umask: int, mode: int) -> None:
+    """JSON, torch, HDF5, CSV and PNG outputs, each written through atomic_path, are readable as any new file of
+    the user's would be: a group's project folder on a cluster can read them (mkstemp alone gives 0600)."""
+    import h5py
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import torch
+
+    writers = {
+        "metrics.json": lambda tmp: tmp.write_text("{}"),
+        "model.pt": lambda tmp: torch.save({"w": torch.zeros(2)}, tmp),
+        "attack.h5": lambda tmp: h5py.File(tmp, "w").close(),
+        "table.csv": lambda tmp: pd.DataFrame({"a": [1]}).to_csv(tmp, index=False),
+        "figure.png": lambda tmp: plt.figure(figsize=(1, 1)).savefig(tmp, format="png"),
+    }
+    old = os.umask(umask)
+    try:
+        for name, write in writers.items():
+            with atomic_path(tmp_path / name) as tmp:
+                write(tmp)
+    finally:
+        os.umask(old)
+        plt.close("all")
+    assert {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in writers} == dict.fromkeys(writers, mode)
