@@ -66,3 +66,42 @@ def test_every_kind_of_output_gets_the_mode_the_umask_gives(tmp_path: Path, umas
         os.umask(old)
         plt.close("all")
     assert {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in writers} == dict.fromkeys(writers, mode)
+
+
+LOCK_ERROR = ("Unable to synchronously open file (unable to lock file, errno = 38, error message = 'Function not "
+              "implemented')")
+
+
+def test_a_file_system_without_locks_is_named_not_called_corrupt(tmp_path: Path, monkeypatch) -> None:
+    """On NFS or Lustre without lock support h5py fails to open a good file; the error says so and does not tell the
+    user to delete it. Other failures keep their advice."""
+    import h5py
+
+    from manifold_robustness.attack_io import load_success_rates
+    from manifold_robustness.data import read_split
+
+    def no_locks(*args, **kwargs):
+        raise OSError(LOCK_ERROR)
+
+    monkeypatch.setattr(h5py, "File", no_locks)
+    for read in (lambda: read_split(tmp_path / "fonts.h5", "train"), lambda: load_success_rates(tmp_path / "pgd.h5")):
+        with pytest.raises(RuntimeError, match="HDF5_USE_FILE_LOCKING=FALSE") as err:
+            read()
+        assert "does not support file locks" in str(err.value) and "delete it and rerun" not in str(err.value)
+    monkeypatch.undo()
+    with pytest.raises(RuntimeError, match="delete it and rerun the data rule"):
+        read_split(tmp_path / "absent.h5", "train")
+
+
+@pytest.mark.parametrize("given, expected", [(None, "FALSE"), ("TRUE", "TRUE")])
+def test_the_package_turns_hdf5_locking_off_unless_the_user_set_it(given: str | None, expected: str) -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "HDF5_USE_FILE_LOCKING"}
+    if given is not None:
+        env["HDF5_USE_FILE_LOCKING"] = given
+    out = subprocess.run([sys.executable, "-c", "import os, manifold_robustness; "
+                          "print(os.environ['HDF5_USE_FILE_LOCKING'])"], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == expected

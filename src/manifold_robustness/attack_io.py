@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .attacks import AttackConfig, AttackResult, success_rates
-from .io import atomic_path
+from .io import atomic_path, h5_cause
 from .training import predict
 
 REQUIRED = ("index", "label", "clean_pred", "success", "loss")
@@ -78,6 +78,9 @@ def read_record(path: str | os.PathLike, keys: tuple[str, ...] = REQUIRED,
             record = {key: h5[key][()] for key in (*keys, *(k for k in optional if k in h5))}
             record["attrs"] = dict(h5.attrs)
     except (OSError, KeyError) as err:
+        cause = h5_cause(err)
+        if cause:
+            raise RuntimeError(f"attack record {path} could not be opened ({err}){cause}") from err
         raise RuntimeError(f"attack record {path} is incomplete or corrupt ({err}); delete it and rerun") from err
     return record
 

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import torch
 
-from .io import atomic_path
+from .io import atomic_path, h5_cause
 from .transformer import CODE_NAMES, CONVENTIONS, TransformRanges, decode, sample_codes
 
 SPLITS = ("train", "test")
@@ -81,6 +81,9 @@ def write_dataset(path: str | os.PathLike, splits: dict[str, dict[str, np.ndarra
 
 def incomplete_file(path: str | os.PathLike, split: str, err: Exception) -> RuntimeError:
     """The error for a dataset file that cannot be read: name it and say how to remake it."""
+    cause = h5_cause(err)
+    if cause:
+        return RuntimeError(f"{path} could not be opened ({err}){cause}")
     return RuntimeError(f"{path} is missing, corrupt or lacks the '{split}' split ({err}); delete it and rerun "
                         "the data rule")
 

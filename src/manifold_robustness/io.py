@@ -42,6 +42,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def h5_cause(err: BaseException) -> str:
+    """A sentence naming the real cause where an HDF5 open failed for want of file locks (a good file on a file
+    system without lock support), else empty."""
+    text = str(err).lower()
+    if "lock" not in text:
+        return ""
+    return ("; HDF5 could not lock the file: the file system does not support file locks (NFS, Lustre), and the "
+            "file itself may be good. Set HDF5_USE_FILE_LOCKING=FALSE in the environment of every job (the package "
+            "does unless the variable is set otherwise) instead of deleting it")
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
