@@ -22,7 +22,11 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
 
 
+# Downloads run where the workflow is started (a cluster's login node has the internet its compute nodes often
+# lack): fetch_fonts, and torchvision_data, which downloads EMNIST or Fashion-MNIST and converts it in a minute.
 localrules:
+    fetch_fonts,
+    torchvision_data,
     metrics_table,
     paper_comparison,
     claims,

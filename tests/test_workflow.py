@@ -433,6 +433,9 @@ def test_paper_grid_plans(tmp_path: Path) -> None:
         assert counts[rule] == settings, rule
     assert counts["attack_onmanifold_learned"] == 13 * 5
     assert counts["fetch_fonts"] == 1 and counts["torchvision_data"] == 2 and counts["train_vaegan"] == 30
+    # Downloads are local rules: they run on the submitting host (a login node with internet), never as jobs.
+    block = re.search(r"^localrules:\n((?:    \w+,?\n)+)", (ROOT / "Snakefile").read_text(), flags=re.MULTILINE)
+    assert block and {"fetch_fonts", "torchvision_data"} <= set(re.findall(r"\w+", block.group(1)))
     for dataset in ("fonts", "emnist", "fashion"):
         assert f"results/classifiers/{dataset}/transformation/N40000/seed4/model.pt" in out
     assert "results/classifiers/emnist/onmanifold_true" not in out
