@@ -498,3 +498,21 @@ def test_real_fashion_mnist_end_to_end(tmp_path: Path) -> None:
     for name in ("fig1_examples", "fig2_manifold_distance", "fig3_onmanifold_robustness", "fig4_regular_robustness",
                  "vaegan_samples_fashion"):
         assert (tmp_path / f"results/figures/{name}.png").stat().st_size > 1000, name
+
+
+def test_every_rule_that_runs_on_the_device_asks_for_a_gpu_when_the_run_is_for_one(tmp_path: Path) -> None:
+    """Every rule that passes the config's device to its script asks the scheduler for a GPU under `device=cuda`
+    (a job that would find none fails at once), and none does under `device=cpu`."""
+    rules_text = "\n".join(p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk"))
+    blocks = re.split(r"^(?=rule |use rule )", rules_text, flags=re.MULTILINE)
+    on_device = {re.match(r"(?:use )?rule (\w+)", b).group(1) for b in blocks
+                 if b.startswith(("rule ", "use rule ")) and 'device=config["device"]' in b}
+    for device, asked in (("cuda", "1"), ("cpu", "0")):
+        proc = snakemake(tmp_path, "--dry-run", "--config", f"device={device}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", proc.stdout, flags=re.MULTILINE)
+        gpus = {}
+        for rule, resources in jobs:
+            gpus.setdefault(rule, set()).add(dict(kv.split("=", 1) for kv in resources.split(", ")).get("gpu"))
+        assert on_device <= set(gpus), on_device - set(gpus)
+        assert {rule: gpus[rule] for rule in on_device} == dict.fromkeys(on_device, {asked}), device

@@ -44,6 +44,8 @@ rule vaegan_quality:
         "results/benchmarks/vaegan_quality/{dataset}.tsv"
     conda:
         "../../envs/torch.yaml"
+    resources:
+        gpu=gpu_count,
     params:
         n_samples=config["vaegan"]["quality_samples"],
         seed=config["vaegan"]["seed"],
