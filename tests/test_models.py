@@ -112,3 +112,37 @@ def test_load_corrupt_file_raises_runtime_error(tmp_path, content):
     path.write_bytes(np.random.default_rng(0).bytes(1000) if content == "random" else content)
     with pytest.raises(RuntimeError, match="cannot load classifier"):
         load_classifier(path)
+
+
+@pytest.mark.parametrize("build, said, visible, expected", [
+    (None, "", None, "this torch is a CPU build"),
+    ("13.0", "CUDA initialization: The NVIDIA driver on your system is too old (found version 11040).", "0",
+     "the NVIDIA driver is too old for this torch, built for CUDA 13.0"),
+    ("13.0", "", "", "no GPU is visible to this process (CUDA_VISIBLE_DEVICES=)"),
+    ("13.0", "", None, "no GPU is visible to this process (CUDA_VISIBLE_DEVICES=unset)"),
+])
+def test_a_job_that_asks_for_cuda_and_cannot_have_it_fails_at_once_saying_why(monkeypatch, caplog, build, said,
+                                                                                visible, expected) -> None:
+    """device: cuda fails before any work with the cause (CPU build, driver too old, no GPU given to the job);
+    device: auto then runs on the CPU, saying so where the driver is too old rather than passing silently."""
+    import warnings
+
+    import manifold_robustness.device as dev
+
+    def unavailable() -> bool:
+        if said:
+            warnings.warn(said)
+        return False
+
+    monkeypatch.setattr(dev.torch.cuda, "is_available", unavailable)
+    monkeypatch.setattr(dev.torch.version, "cuda", build)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    with pytest.raises(RuntimeError, match="CUDA cannot be used") as err:
+        dev.resolve_device("cuda")
+    assert expected in str(err.value)
+    with caplog.at_level("WARNING", logger="manifold_robustness.device"):
+        assert dev.resolve_device("auto").type == "cpu"
+    assert ("too old" in caplog.text) == ("too old" in expected)

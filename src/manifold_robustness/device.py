@@ -3,17 +3,50 @@ small networks of this study faster without changing what they compute (benchmar
 
 from __future__ import annotations
 
+import logging
+import os
+import warnings
+
 import torch
 from torch.optim.adam import adam as adam_update
 
+log = logging.getLogger(__name__)
+
+
+def cuda_status() -> tuple[bool, str]:
+    """Whether CUDA can be used here, and where it cannot, why: a CPU build of torch, an NVIDIA driver too old
+    for the CUDA this torch was built for (torch says so in a warning), or no GPU visible to the process."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        available = torch.cuda.is_available()
+    if available:
+        return True, ""
+    if torch.version.cuda is None:
+        return False, "this torch is a CPU build (no CUDA); install a CUDA build of torch"
+    said = " ".join(str(w.message) for w in caught)
+    if "too old" in said.lower():
+        return False, (f"the NVIDIA driver is too old for this torch, built for CUDA {torch.version.cuda} ({said.strip()}); "
+                       "update the driver or install a torch built for an older CUDA")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return False, ("no GPU is visible to this process (CUDA_VISIBLE_DEVICES="
+                   f"{visible if visible is not None else 'unset'}{'; ' + said.strip() if said.strip() else ''}); on a "
+                   "cluster the job must ask the scheduler for one (README, Running on a Slurm cluster)")
+
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """Return the device named in the config; `auto` picks CUDA when present."""
+    """Return the device named in the config; `auto` picks CUDA when it can be used, and says why not where a GPU
+    build of torch finds none (a driver too old would otherwise pass silently as a CPU run)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        available, why = cuda_status()
+        if not available and why.startswith("the NVIDIA driver is too old"):
+            log.warning("device auto runs on the CPU: %s", why)
+        return torch.device("cuda" if available else "cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"config asks for device '{name}' but CUDA is not available; set device: auto or cpu")
+    if device.type == "cuda":
+        available, why = cuda_status()
+        if not available:
+            raise RuntimeError(f"config asks for device '{name}' but CUDA cannot be used: {why}; or set device: "
+                               "auto or cpu")
     return device
 
 
