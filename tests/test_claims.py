@@ -490,7 +490,8 @@ def golden_run(tmp_path: Path, full: bool) -> dict[str, str]:
         ref = paper.read_reference(ROOT / "reference" / "paper" / "paper_reference.csv")
         ref_distances = paper.read_paper_distances(ROOT / "reference" / "paper" / "paper_distances_and_resnet.csv")
         calibration = paper.calibrate(ref, ref_distances, cfg)
-        paper.attach_paper_values(checks, calibration, paper.calibrate(ref, ref_distances, cfg, list(N_GRID)))
+        paper.attach_paper_values(checks, calibration, paper.calibrate(ref, ref_distances, cfg, list(N_GRID)),
+                                  reach=lambda key: paper.paper_reach(ref, ref_distances, cfg, key))
     doc = C.write_claims(checks, cfg, tmp_path / "claims.json", tmp_path / "claims.md",
                          ["## Appendix", "", "one appendix line"] if full else [], calibration)
     summary = pd.DataFrame([dict(figure="Fig. 3", dataset="fonts", values=12, median_abs_difference=0.0123,
@@ -646,6 +647,13 @@ def test_sample_complexity_is_resolved_from_the_middle_of_the_grid_in_log_n(monk
     assert (check.undecidable == "") == resolved
     wide = C.sample_complexity_check(df, "fonts", workflow_config(sample_complexity_resolution=1.9)["claims"], "t")
     assert wide.undecidable.startswith("grid too coarse")  # 2x apart, more than 1.9x
+    assert "points at most 1.9x apart" in wide.to_decide
+    assert resolved or check.undecidable.startswith("grid too coarse")  # 1000 to 4000: 4x apart in the upper half
+    dense = C.sample_complexity_check(synthetic_table(seeds=(0,)).query("n_train <= 4000"), "fonts",
+                                      workflow_config()["claims"], "t.csv")
+    if not resolved:  # points 2x apart, matched low: a grid reaching further decides it, not a finer one
+        assert dense.undecidable.startswith("grid too short")
+        assert dense.to_decide.startswith("an N grid reaching beyond N = 4,000")
 
 
 def test_sample_complexity_detail_reports_where_it_measured() -> None:
@@ -861,6 +869,11 @@ def test_a_check_the_papers_own_numbers_fail_on_this_grid_cannot_decide_here() -
         kept = check(verdict)
         paper.attach_paper_values([kept], full, [paper_check(C.PASS, 2.1)])
         assert kept.verdict == verdict and kept.reference["paper_on_this_grid"] == "2.100 (PASS)"
+    short = check(C.INCONCLUSIVE)  # already held back by its own grid: the paper's guard adds its reason
+    short.undecidable = short.reason = "grid too short"
+    paper.attach_paper_values([short], full, [paper_check(C.FAIL, 0.896)], reach=lambda key: 20000)
+    assert short.verdict == C.INCONCLUSIVE and short.undecidable.startswith("grid too short; the paper's own")
+    assert short.to_decide == "an N grid reaching N = 20,000, the least on which the paper's own numbers pass it"
     beyond = check(C.PASS)
     beyond.beyond_paper = "not claimed"
     paper.attach_paper_values([beyond], full, [paper_check(C.FAIL, 0.896)])

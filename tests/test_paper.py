@@ -376,6 +376,15 @@ def test_the_quick_grid_cannot_resolve_the_papers_data_factor() -> None:
     assert full.per_seed[0] == pytest.approx(2.38, abs=0.01) and not full.undecidable
 
 
+def test_the_paper_reaches_its_fonts_data_factor_at_20000() -> None:
+    """The paper's own FONTS means pass the data factor only on their grid up to N = 20,000 (1.215 up to 15,000);
+    a check its numbers never pass has no such N."""
+    cfg = merged_config()
+    ref, distances = paper.read_reference(REFERENCE), paper.read_paper_distances(DISTANCES)
+    assert paper.paper_reach(ref, distances, cfg, (4, "fonts", "sample_complexity_ratio")) == 20000
+    assert paper.paper_reach(ref, distances, cfg, (4, "fonts", "no such statistic")) is None
+
+
 def test_calibration_on_a_grid_the_paper_never_trained_is_empty_not_an_error() -> None:
     assert paper.paper_as_run(paper.read_reference(REFERENCE), [150, 300]).empty
     checks = paper.calibrate(paper.read_reference(REFERENCE), paper.read_paper_distances(DISTANCES), merged_config(),

@@ -426,7 +426,7 @@ def sample_complexity_check(df: pd.DataFrame, dataset: str, cfg: Mapping, source
                   "(at the largest N where adversarial training reaches it; log-linear interpolation)", ">=",
                   cfg["sample_complexity_min"], sources=[source])
     normal, adversarial = _rows(df, dataset, "normal"), _rows(df, dataset, "adversarial")
-    kinds, coarse, bounds = {}, [], {}
+    kinds, coarse, bounds, finer = {}, [], {}, False
     for seed in sorted(set(normal["seed"]) & set(adversarial["seed"])):
         n_seed, a_seed = normal[normal["seed"] == seed], adversarial[adversarial["seed"] == seed]
         if a_seed["n_train"].nunique() < 2:
@@ -442,6 +442,7 @@ def sample_complexity_check(df: pd.DataFrame, dataset: str, cfg: Mapping, source
         middle = math.sqrt(n_seed["n_train"].min() * n_seed["n_train"].max())
         if kind == "exact" and (n_at < middle or bracket > cfg["sample_complexity_resolution"]):
             coarse.append(f"seed {seed}: exact at N = {n_at}, between grid points {bracket:g}x apart")
+            finer = finer or bracket > cfg["sample_complexity_resolution"]
     if bounds:
         check.reference["bounds_per_seed"] = bounds
         check.reason = "left out of the mean, as bounds: " + "; ".join(f"seed {s}: {b}" for s, b in bounds.items())
@@ -450,11 +451,21 @@ def sample_complexity_check(df: pd.DataFrame, dataset: str, cfg: Mapping, source
     if not kinds:
         check.reason = "needs normal and adversarial training with at least 2 values of N per seed"
     check.reference["kind_per_seed"] = kinds
+    points = np.sort(adversarial["n_train"].unique()).astype(float)
+    if len(points) > 1 and len(normal):
+        middle = math.sqrt(normal["n_train"].min() * normal["n_train"].max())
+        upper = points[1:] > middle
+        finer = finer or bool(np.any(points[1:][upper] / points[:-1][upper] > cfg["sample_complexity_resolution"]))
     if coarse:
-        check.undecidable = (f"grid too coarse to resolve a factor of about 2 ({'; '.join(coarse)}; resolved needs "
+        check.undecidable = (f"grid too {'coarse' if finer else 'short'} to resolve a factor of about 2 "
+                             f"({'; '.join(coarse)}; resolved needs "
                              f"the upper half of the grid in log N and grid points at most "
                              f"{cfg['sample_complexity_resolution']:g}x apart)")
-        check.to_decide = (f"an N grid with points at most {cfg['sample_complexity_resolution']:g}x apart in its upper "
+        # Grid points close enough, but matched in the grid's lower half only: adversarial training reaches normal
+        # training's error at larger N beyond the grid, so a grid reaching further decides it, not a finer one.
+        check.to_decide = (f"an N grid reaching beyond N = {int(adversarial['n_train'].max()):,}, where adversarial "
+                           "training reaches normal training's test error at larger N" if not finer else
+                           f"an N grid with points at most {cfg['sample_complexity_resolution']:g}x apart in its upper "
                            f"half, as {DECIDING_RUN}'s")
     return check
 

@@ -329,12 +329,26 @@ def calibrate(reference: pd.DataFrame, distances: pd.DataFrame, cfg: Mapping,
     return judge(paper_as_run(reference, n_grid), summaries, paper_cfg, "reference/paper/paper_reference.csv")
 
 
-def attach_paper_values(checks: Sequence, paper_checks: Sequence, on_run_grid: Sequence = ()) -> None:
+def paper_reach(reference: pd.DataFrame, distances: pd.DataFrame, cfg: Mapping, key: tuple) -> int | None:
+    """The smallest largest-N of the paper's own grid (its N values up to it) on which the paper's own numbers
+    pass the check `key` = (claim, dataset, statistic); None where even its whole grid does not."""
+    grid = sorted(int(n) for n in reference.loc[reference["dataset"] == key[1], "n_train"].unique())
+    for largest in grid:
+        found = [ch for ch in calibrate(reference, distances, cfg, [n for n in grid if n <= largest])
+                 if (ch.claim, ch.dataset, ch.statistic) == key]
+        if found and found[0].verdict == PASS:
+            return largest
+    return None
+
+
+def attach_paper_values(checks: Sequence, paper_checks: Sequence, on_run_grid: Sequence = (),
+                        reach=None) -> None:
     """Give each of the run's checks the paper's value and verdict of the same statistic, and, where given, the
     paper's value on the run's own N grid (what the run's grid can resolve of the paper's curves).
 
     A check that the paper's own numbers pass on the paper's grid but not on the run's cannot decide on the run's
-    grid either: its verdict becomes INCONCLUSIVE, saying so."""
+    grid either, whatever else already holds it back: its verdict becomes INCONCLUSIVE, saying so, and what would
+    decide it is a grid reaching as far as the paper's own numbers need (`reach(key)`: that largest N, or None)."""
     paper = {(ch.claim, ch.dataset, ch.statistic): ch for ch in paper_checks}
     grid = {(ch.claim, ch.dataset, ch.statistic): ch for ch in on_run_grid}
     for check in checks:
@@ -344,8 +358,13 @@ def attach_paper_values(checks: Sequence, paper_checks: Sequence, on_run_grid: S
         if key in grid and grid[key].per_seed:
             check.reference["paper_on_this_grid"] = f"{grid[key].mean:.3f} ({grid[key].verdict})"
             if (check.paper_verdict == PASS and grid[key].verdict != PASS and not check.beyond_paper
-                    and check.verdict in (PASS, FAIL)):
-                check.undecidable = (f"the paper's own numbers give {grid[key].mean:.3f} ({grid[key].verdict}) on "
-                                     "this run's N grid, so the grid cannot decide this check")
-                check.verdict, check.reason = INCONCLUSIVE, _join(check.reason, check.undecidable)
-                check.to_decide = "an N grid on which the paper's own numbers decide it, as the paper's (config/paper.yaml)"
+                    and check.verdict in (PASS, FAIL, INCONCLUSIVE)):
+                guard = (f"the paper's own numbers give {grid[key].mean:.3f} ({grid[key].verdict}) on "
+                         "this run's N grid, so the grid cannot decide this check")
+                check.undecidable = _join(check.undecidable, guard)
+                check.verdict, check.reason = INCONCLUSIVE, _join(check.reason, guard)
+                largest = reach(key) if reach else None
+                check.to_decide = (f"an N grid reaching N = {largest:,}, the least on which the paper's own numbers "
+                                   "pass it" if largest else
+                                   "an N grid on which the paper's own numbers decide it, as the paper's "
+                                   "(config/paper.yaml)")

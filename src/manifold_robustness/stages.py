@@ -606,7 +606,7 @@ def report_claims(table: str, distances: dict[str, dict[int, str]], cfg: dict, j
     from .claims import (class_keeping_markdown, distance_summary, front_page_rst, judge, second_attack_markdown,
                          second_column, write_claims)
     from .paper import (attach_paper_values, calibrate, comparison_markdown, comparison_summary,
-                        read_paper_distances, read_reference, settings_beside_paper)
+                        paper_reach, read_paper_distances, read_reference, settings_beside_paper)
 
     floor = cfg["claims"]["offmanifold_distance"]
     summaries = {d: {int(s): distance_summary(p, floor) for s, p in f.items()} for d, f in distances.items()}
@@ -619,7 +619,8 @@ def report_claims(table: str, distances: dict[str, dict[int, str]], cfg: dict, j
     if reference and paper_distances:
         ref, ref_distances = read_reference(reference), read_paper_distances(paper_distances)
         calibration = calibrate(ref, ref_distances, cfg)
-        attach_paper_values(checks, calibration, calibrate(ref, ref_distances, cfg, cfg["classifiers"]["n_train"]))
+        attach_paper_values(checks, calibration, calibrate(ref, ref_distances, cfg, cfg["classifiers"]["n_train"]),
+                            reach=lambda key: paper_reach(ref, ref_distances, cfg, key))
     summary = comparison_summary(pd.read_csv(comparison)) if comparison else None
     n_fonts = len(read_glyph_bank(fonts_data)[1]) if fonts_data else None
     settings = settings_beside_paper(cfg, n_fonts, read_font_set(fonts_data) if fonts_data else None)
