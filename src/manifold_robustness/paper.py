@@ -318,13 +318,14 @@ def paper_distance_summaries(distances: pd.DataFrame, offmanifold_distance: floa
 
 
 def calibrate(reference: pd.DataFrame, distances: pd.DataFrame, cfg: Mapping,
-              n_grid: Sequence[int] | None = None) -> list:
+              n_grid: Sequence[int] | None = None, datasets: Sequence[str] = ("fonts", "emnist", "fashion")) -> list:
     """The claims judged on the paper's published numbers with the run's statistics and thresholds, on every
-    dataset. With a single pseudo-seed there is no interval, so the verdicts are decided on the value itself."""
+    dataset (or those given). With a single pseudo-seed there is no interval, so the verdicts are decided on the
+    value itself."""
     from .claims import judge
 
     claims_cfg = {**cfg["claims"], "decide_on": "mean"}
-    paper_cfg = {**cfg, "claims": claims_cfg, "datasets": ["fonts", "emnist", "fashion"]}
+    paper_cfg = {**cfg, "claims": claims_cfg, "datasets": list(datasets)}
     summaries = paper_distance_summaries(distances, claims_cfg["offmanifold_distance"])
     return judge(paper_as_run(reference, n_grid), summaries, paper_cfg, "reference/paper/paper_reference.csv")
 
@@ -334,7 +335,7 @@ def paper_reach(reference: pd.DataFrame, distances: pd.DataFrame, cfg: Mapping, 
     pass the check `key` = (claim, dataset, statistic); None where even its whole grid does not."""
     grid = sorted(int(n) for n in reference.loc[reference["dataset"] == key[1], "n_train"].unique())
     for largest in grid:
-        found = [ch for ch in calibrate(reference, distances, cfg, [n for n in grid if n <= largest])
+        found = [ch for ch in calibrate(reference, distances, cfg, [n for n in grid if n <= largest], [key[1]])
                  if (ch.claim, ch.dataset, ch.statistic) == key]
         if found and found[0].verdict == PASS:
             return largest
