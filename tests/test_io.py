@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from manifold_robustness.io import atomic_path, read_json, write_json
+from manifold_robustness.io import atomic_path, h5_cause, read_json, write_json
 
 
 def test_atomic_path_leaves_nothing_when_the_writer_fails(tmp_path: Path) -> None:
@@ -91,6 +91,10 @@ def test_a_file_system_without_locks_is_named_not_called_corrupt(tmp_path: Path,
     monkeypatch.undo()
     with pytest.raises(RuntimeError, match="delete it and rerun the data rule"):
         read_split(tmp_path / "absent.h5", "train")
+    # A truncated file is what it says, though HDF5's message on it holds "sblock"
+    truncated = OSError("Unable to synchronously open file (truncated file: eof = 1362544, sblock->base_addr = 0, "
+                        "stored_eof = 2725088)")
+    assert h5_cause(truncated) == "" and h5_cause(OSError(LOCK_ERROR)) != ""
 
 
 @pytest.mark.parametrize("given, expected", [(None, "FALSE"), ("TRUE", "TRUE")])

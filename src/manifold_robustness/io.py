@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,8 +46,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def h5_cause(err: BaseException) -> str:
     """A sentence naming the real cause where an HDF5 open failed for want of file locks (a good file on a file
     system without lock support), else empty."""
-    text = str(err).lower()
-    if "lock" not in text:
+    # HDF5's own words for it; a bare "lock" would also match a truncated file's "sblock->base_addr".
+    if not re.search(r"unable to lock file|file locking", str(err), flags=re.IGNORECASE):
         return ""
     return ("; HDF5 could not lock the file: the file system does not support file locks (NFS, Lustre), and the "
             "file itself may be good. Set HDF5_USE_FILE_LOCKING=FALSE in the environment of every job (the package "
