@@ -27,6 +27,7 @@ include: "workflow/rules/report.smk"
 localrules:
     fetch_fonts,
     torchvision_data,
+    font_list,
     metrics_table,
     paper_comparison,
     claims,

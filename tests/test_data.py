@@ -17,6 +17,7 @@ from manifold_robustness.data import (
     FontsSpec,
     evaluation_subset,
     make_fonts,
+    read_font_list,
     read_font_set,
     read_glyph_bank,
     read_labels,
@@ -26,8 +27,8 @@ from manifold_robustness.data import (
     training_subset,
     write_dataset,
 )
-from manifold_robustness.fonts import matplotlib_font_dir
-from manifold_robustness.stages import build_fonts
+from manifold_robustness.fonts import font_set_manifest, matplotlib_font_dir, read_manifest, sha256_of
+from manifold_robustness.stages import build_fonts, write_font_list
 from manifold_robustness.transformer import CODE_NAMES, PRESETS, TransformRanges, decode
 
 SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
@@ -210,6 +211,27 @@ def test_default_fonts_are_the_pinned_set_whatever_else_the_machine_has(tmp_path
     system = read_font_set(tmp_path / "system.h5")  # asked for, the other font is used
     assert system.startswith("24 fonts (system fonts; font-set sha256 ") and system[-66:] != pinned[-66:]
     assert str(extra / "Swapped.ttf") in read_glyph_bank(tmp_path / "system.h5")[1]
+    # The list beside the file: every kept font's sha256 and path, those of the pinned set's manifest
+    write_font_list(str(tmp_path / "pinned.h5"), str(tmp_path / "pinned.sha256"))
+    listed = read_manifest(tmp_path / "pinned.sha256")
+    stored = read_font_list(tmp_path / "pinned.h5")
+    assert len(listed) == 23 and sorted(listed) == sorted((d, Path(n).name) for d, n in stored)
+    assert {d for d, _ in listed} <= {d for d, _ in read_manifest(font_set_manifest("matplotlib-3.11.2"))}
+    assert all(sha256_of(n) == d for d, n in stored)
+
+
+def test_a_font_list_from_a_file_without_digests(tmp_path):
+    """Files written before the digests were stored: the list hashes the font files where they are; where one is
+    gone, the error says so and how to remake the file."""
+    bank = np.zeros((2, 10, 28, 28), np.float32)
+    here, gone = matplotlib_font_dir() / "DejaVuSans.ttf", tmp_path / "Gone.ttf"
+    splits = {"train": {"labels": np.zeros(1, np.int64)}}
+    write_dataset(tmp_path / "old.h5", splits, bank[:1], [str(here)])
+    assert read_font_list(tmp_path / "old.h5") == [(sha256_of(here), str(here))]
+    write_dataset(tmp_path / "moved.h5", splits, bank, [str(here), str(gone)])
+    with pytest.raises(RuntimeError, match=r"stores no font digests and 1 of its font files are gone \(first: "
+                                           r".*Gone\.ttf\); delete it and rerun the fonts_data rule"):
+        read_font_list(tmp_path / "moved.h5")
 
 
 def swapped_font(source: Path, out: Path) -> None:

@@ -13,12 +13,14 @@ import pytest
 
 from manifold_robustness.fonts import (
     build_glyph_bank,
+    consideration_order,
     discover_font_files,
     extract_fonts,
     fetch_archive,
     font_set_digest,
     font_set_manifest,
     matplotlib_font_dir,
+    not_letters,
     pinned_font_files,
     read_manifest,
     render_letters,
@@ -310,3 +312,60 @@ def test_letter_check_in_blocks_equals_the_whole_matrix_and_recognizes_letters()
     assert whole[5] < 8 and whole.tolist()[:5] + whole.tolist()[6:] == [10] * 11
     for block in (1, 7, 33):
         assert letters_recognized(banks, rows_per_block=block).tolist() == whole.tolist()
+
+
+def renamed_font(source: Path, dest: Path, family: str, symbol_cmap: bool = False) -> Path:
+    """A copy of `source` under another family name and, if asked, with a Microsoft Symbol character map added
+    (symbol fonts carry one: their codes stand for pictures)."""
+    from fontTools.ttLib import TTFont
+    from fontTools.ttLib.tables._c_m_a_p import CmapSubtable
+
+    with TTFont(str(source)) as tt:
+        for record in tt["name"].names:
+            if record.nameID in (1, 4, 16):
+                record.string = family
+        if symbol_cmap:
+            table = CmapSubtable.newSubtable(4)
+            table.platformID, table.platEncID, table.language = 3, 0, 0
+            table.cmap = {0xF000 + code: name for code, name in tt.getBestCmap().items() if code < 0x80}
+            tt["cmap"].tables.append(table)
+        tt.save(str(dest))
+    return dest
+
+
+def test_barcode_and_symbol_fonts_are_dropped_with_reason(tmp_path, font_paths, dejavu_paths):
+    """A barcode font (by its family name) and a symbol font (by its character map) draw no letters: both are
+    dropped, saying which; an ordinary font, renamed, is kept."""
+    barcode = renamed_font(dejavu_paths[0], tmp_path / "LibreBarcode39-Regular.ttf", "Libre Barcode 39")
+    symbol = renamed_font(dejavu_paths[1], tmp_path / "Symbols.ttf", "Some Symbols", symbol_cmap=True)
+    plain = renamed_font(dejavu_paths[2], tmp_path / "Plain.ttf", "Plain Mono")
+    assert not_letters(barcode) == "a barcode font (family 'Libre Barcode 39')"
+    assert not_letters(symbol) == "a symbol font (Microsoft Symbol character map)"
+    assert not_letters(plain) == "" and all(not_letters(p) == "" for p in font_paths)
+    others = [p for p in font_paths if p.name not in DEJAVU]
+    _, kept, verdicts = build_glyph_bank(others + [barcode, symbol, plain], max_fonts=100, shuffle_seed=0)
+    assert verdict_of(verdicts, barcode).reason == "a barcode font (family 'Libre Barcode 39')"
+    assert verdict_of(verdicts, symbol).reason.startswith("a symbol font")
+    assert plain in kept and barcode not in kept and symbol not in kept
+
+
+def test_content_order_does_not_change_when_unrelated_files_are_added(tmp_path, font_paths):
+    """By content, a font's place among the others depends on its own bytes: adding files or moving the fonts
+    elsewhere leaves the order of the rest as it was; the seed changes it. A seeded shuffle of the whole list
+    reorders the rest when one file is added."""
+    before = consideration_order(list(font_paths), 0, "content")
+    extra = tmp_path / "extra.ttf"
+    extra.write_bytes(b"not really a font")
+    after = consideration_order(list(font_paths) + [extra], 0, "content")
+    assert [p for p in after if p != extra] == before
+    moved = []
+    for i, p in enumerate(font_paths):
+        moved.append(tmp_path / f"{i}" / p.name)
+        moved[-1].parent.mkdir()
+        shutil.copy(p, moved[-1])
+    assert [p.name for p in consideration_order(moved[::-1], 0, "content")] == [p.name for p in before]
+    assert consideration_order(list(font_paths), 1, "content") != before
+    shuffled = consideration_order(list(font_paths), 0, "shuffle")
+    assert [p for p in consideration_order(list(font_paths) + [extra], 0, "shuffle") if p != extra] != shuffled
+    with pytest.raises(ValueError, match="unknown font order 'random'; use one of"):
+        consideration_order(list(font_paths), 0, "random")

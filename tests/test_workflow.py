@@ -436,6 +436,10 @@ def test_paper_grid_plans(tmp_path: Path) -> None:
     # Downloads are local rules: they run on the submitting host (a login node with internet), never as jobs.
     block = re.search(r"^localrules:\n((?:    \w+,?\n)+)", (ROOT / "Snakefile").read_text(), flags=re.MULTILINE)
     assert block and {"fetch_fonts", "torchvision_data"} <= set(re.findall(r"\w+", block.group(1)))
+    # One commit of the font archive, its fonts in an order their own content fixes, and the list of those kept.
+    fonts = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())["fonts"]
+    assert re.fullmatch(r"https://github.com/google/fonts/archive/[0-9a-f]{40}\.zip", fonts["archive"]["url"])
+    assert fonts["order"] == "content" and counts["font_list"] == 1 and "results/data/fonts.sha256" in out
     for dataset in ("fonts", "emnist", "fashion"):
         assert f"results/classifiers/{dataset}/transformation/N40000/seed4/model.pt" in out
     assert "results/classifiers/emnist/onmanifold_true" not in out

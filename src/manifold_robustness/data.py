@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -62,7 +63,7 @@ def make_fonts(glyph_bank: np.ndarray, spec: FontsSpec) -> dict[str, dict[str, n
 
 def write_dataset(path: str | os.PathLike, splits: dict[str, dict[str, np.ndarray]],
                   glyph_bank: np.ndarray | None = None, font_names: list[str] | None = None,
-                  attrs: dict | None = None) -> None:
+                  attrs: dict | None = None, font_sha256: list[str] | None = None) -> None:
     """Write the dataset file atomically; images are chunked per example and compressed."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         for split, arrays in splits.items():
@@ -74,6 +75,8 @@ def write_dataset(path: str | os.PathLike, splits: dict[str, dict[str, np.ndarra
             g = h5.create_group("glyphs")
             g.create_dataset("images", data=glyph_bank.astype(np.float32))
             g.create_dataset("font_names", data=np.array(font_names or [], dtype=h5py.string_dtype()))
+            if font_sha256 is not None:
+                g.create_dataset("font_sha256", data=np.array(font_sha256, dtype=h5py.string_dtype()))
         h5.attrs["code_names"] = list(CODE_NAMES)
         for key, value in (attrs or {}).items():
             h5.attrs[key] = value
@@ -142,6 +145,22 @@ def read_glyph_bank(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     """The FONTS glyph bank (F,10,28,28) and the font file names, for the true decoder."""
     with h5py.File(path, "r") as h5:
         return h5["glyphs/images"][()], list(h5["glyphs/font_names"].asstr()[()])
+
+
+def read_font_list(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """(sha256, font file) of every font of the FONTS file, in the glyph bank's order. Files written before the
+    digests were stored give the digests of the font files where they still are on this machine."""
+    from .fonts import sha256_of
+
+    with h5py.File(path, "r") as h5:
+        names = list(h5["glyphs/font_names"].asstr()[()])
+        if "glyphs/font_sha256" in h5:
+            return list(zip(h5["glyphs/font_sha256"].asstr()[()], names))
+    missing = [n for n in names if not Path(n).is_file()]
+    if missing:
+        raise RuntimeError(f"{path} stores no font digests and {len(missing)} of its font files are gone (first: "
+                           f"{missing[0]}); delete it and rerun the fonts_data rule, which stores them")
+    return [(sha256_of(n), n) for n in names]
 
 
 def read_font_set(path: str | os.PathLike) -> str:

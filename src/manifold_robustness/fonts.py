@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import shutil
 import tarfile
 import urllib.error
@@ -32,6 +33,10 @@ FONT_SUFFIXES = (".ttf", ".otf")
 MIN_FONTS_FOR_LETTER_CHECK = 5
 SYSTEM_FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.fonts", "~/.local/share/fonts")
 FONT_SETS_DIR = Path(__file__).with_name("font_sets")
+# Barcode fonts draw A-J as bars; several of them in one archive (Libre Barcode 39, 128, EAN13, ...) would pass
+# the letter check by resembling each other.
+BARCODE_FAMILY = re.compile(r"barcode", re.IGNORECASE)
+ORDERS = ("shuffle", "content")
 
 log = logging.getLogger(__name__)
 
@@ -230,9 +235,38 @@ def missing_letters(path: str | os.PathLike) -> str:
     return "".join(c for c in LETTERS if ord(c) not in cmap)
 
 
+def not_letters(path: str | os.PathLike) -> str:
+    """Why a font draws something other than letters ('' where it draws letters): a symbol font (a Microsoft
+    Symbol character map: its codes stand for pictures) or a barcode font (by its family name)."""
+    with TTFont(str(path), lazy=True, fontNumber=0) as tt:
+        if "cmap" in tt and any(t.platformID == 3 and t.platEncID == 0 for t in tt["cmap"].tables):
+            return "a symbol font (Microsoft Symbol character map)"
+        family = (tt["name"].getBestFamilyName() or "") if "name" in tt else ""
+    return f"a barcode font (family '{family}')" if BARCODE_FAMILY.search(family) else ""
+
+
+def consideration_order(paths: list[Path], seed: int, order: str = "shuffle") -> list[Path]:
+    """The order in which fonts are considered (the first `max_fonts` that pass are kept, in this order).
+
+    `shuffle`: a seeded shuffle of the whole list, so every font's place depends on every other file. `content`:
+    sorted by a seeded hash of each file's own sha256, so a font's place among the others depends on its content
+    alone: files added to or removed from an archive never reorder the rest, and the same files anywhere on any
+    machine give the same order."""
+    if order == "content":
+        return sorted(paths, key=lambda p: (hashlib.sha256(f"{seed}:{sha256_of(p)}".encode()).hexdigest(), str(p)))
+    if order != "shuffle":
+        raise ValueError(f"unknown font order '{order}'; use one of {ORDERS}")
+    shuffled = list(paths)
+    random.Random(seed).shuffle(shuffled)
+    return shuffled
+
+
 def basic_check(path: Path, glyphs_of: dict[Path, np.ndarray], size: int, point_size: int) -> str:
     """Return why the font fails the per-font checks, or '' if it passes (its glyphs are stored in `glyphs_of`)."""
     try:
+        other = not_letters(path)
+        if other:
+            return other
         missing = missing_letters(path)
         if missing:
             return f"no glyph for {missing} in its character map"
@@ -287,22 +321,22 @@ def build_glyph_bank(
     size: int = 28,
     point_size: int = 21,
     searched: tuple[str, ...] = (),
+    order: str = "shuffle",
 ) -> tuple[np.ndarray, list[Path], list[FontVerdict]]:
-    """Shuffle `paths` with a fixed seed, check them, and keep the first `max_fonts` that pass.
+    """Put `paths` in a fixed order (`consideration_order`), check them, and keep the first `max_fonts` that pass.
 
     Returns the glyph bank (F, 10, size, size), the kept paths, and a verdict for every font considered.
     `searched` (the folders `paths` came from) only serves the error message when no font is usable.
     """
-    order = list(paths)
-    random.Random(shuffle_seed).shuffle(order)
+    queue = consideration_order(list(paths), shuffle_seed, order)
     glyphs_of: dict[Path, np.ndarray] = {}
     verdicts: dict[Path, FontVerdict] = {}
-    for p in order:
+    for p in queue:
         reason = basic_check(p, glyphs_of, size, point_size)
         if reason:
             verdicts[p] = FontVerdict(str(p), False, reason)
     candidates: list[Path] = []
-    for p in (q for q in order if q in glyphs_of):
+    for p in (q for q in queue if q in glyphs_of):
         twin = next((q for q in candidates if np.array_equal(glyphs_of[q], glyphs_of[p])), None)
         if twin is not None:
             verdicts[p] = FontVerdict(str(p), False, f"same glyphs as {twin}")
@@ -326,7 +360,7 @@ def build_glyph_bank(
     if not kept:
         raise RuntimeError(no_fonts_message(paths, verdicts, searched))
     bank = np.stack([glyphs_of[p] for p in kept])
-    return bank, kept, [verdicts[p] for p in order]
+    return bank, kept, [verdicts[p] for p in queue]
 
 
 def no_fonts_message(paths: list[Path], verdicts: dict[Path, FontVerdict], searched: tuple[str, ...] = ()) -> str:

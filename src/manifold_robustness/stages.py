@@ -20,8 +20,8 @@ import torch
 from . import __version__
 from .attack_io import best_restart_success, class_keeping, read_record, save_attack
 from .attacks import Adversary, AttackConfig, pgd, pgd_adversary
-from .data import (FontsSpec, evaluation_subset, make_fonts, read_font_set, read_glyph_bank, read_labels, read_ranges,
-                   read_split, split_size, training_subset, write_dataset)
+from .data import (FontsSpec, evaluation_subset, make_fonts, read_font_list, read_font_set, read_glyph_bank,
+                   read_labels, read_ranges, read_split, split_size, training_subset, write_dataset)
 from .device import configure_torch, resolve_device
 from .fonts import (build_glyph_bank, default_font_dirs, discover_font_files, extract_fonts, fetch_archive,
                     font_set_digest, font_set_manifest, pinned_font_files, sha256_of)
@@ -86,11 +86,12 @@ def build_fonts(fonts_cfg: dict, out: str, archive_dir: str | None = None) -> No
         log.info("looked in %s: %d font files", dirs, len(paths))
     bank, kept, verdicts = build_glyph_bank(paths, fonts_cfg["max_fonts"], fonts_cfg["shuffle_seed"],
                                             fonts_cfg["min_recognized"], point_size=fonts_cfg["point_size"],
-                                            searched=tuple(str(d) for d in dirs))
+                                            searched=tuple(str(d) for d in dirs), order=fonts_cfg["order"])
     for v in verdicts:
         if not v.kept:
             log.info("dropped %s: %s", v.path, v.reason)
-    set_digest = font_set_digest([sha256_of(p) for p in kept])
+    digests = [sha256_of(p) for p in kept]
+    set_digest = font_set_digest(digests)
     log.info("kept %d fonts (%s, font-set sha256 %s): %s", len(kept), font_set, set_digest,
              ", ".join(p.name for p in kept))
     spec = FontsSpec(fonts_cfg["per_font_class_train"], fonts_cfg["per_font_class_test"],
@@ -100,8 +101,17 @@ def build_fonts(fonts_cfg: dict, out: str, archive_dir: str | None = None) -> No
     write_dataset(out, splits, bank, [str(p) for p in kept], attrs={
         "dataset": "fonts", "ranges": fonts_cfg["ranges"], "ranges_low": r.low.numpy(), "ranges_high": r.high.numpy(),
         "geometry": r.convention, "seed": spec.seed, "n_fonts": len(kept), "letters": "ABCDEFGHIJ",
-        "font_set": font_set, "font_set_sha256": set_digest})
+        "font_set": font_set, "font_set_sha256": set_digest}, font_sha256=digests)
     log.info("wrote %s: %d train, %d test images", out, len(splits["train"]["labels"]), len(splits["test"]["labels"]))
+
+
+def write_font_list(fonts_h5: str, out: str) -> None:
+    """The fonts of a FONTS file as a manifest in `sha256sum` format (digest, two spaces, font file), in the glyph
+    bank's order, so that two users can compare their font sets line by line (`diff`, `sha256sum -c`)."""
+    rows = read_font_list(fonts_h5)
+    with atomic_path(out) as tmp:
+        tmp.write_text("".join(f"{digest}  {name}\n" for digest, name in rows))
+    log.info("wrote %s: %d fonts", out, len(rows))
 
 
 def build_torchvision(name: str, root: str, out: str, download: bool, system: bool = True) -> None:

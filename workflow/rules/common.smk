@@ -307,6 +307,7 @@ def all_targets():
             "results/tables/paper_comparison.csv",
             "results/report/claims.md",
         ]
+        + [f.replace(".h5", ".sha256") for f in fonts_data_file()]
         + vaegan_quality_files()
         + [f for name in figures for f in figure_files(name)]
     )

@@ -38,6 +38,23 @@ rule fonts_data:
         "../scripts/fonts_data.py"
 
 
+rule font_list:
+    input:
+        "results/data/fonts.h5",
+    output:
+        report(
+            "results/data/fonts.sha256",
+            caption="../report/font_list.rst",
+            category="Data",
+        ),
+    log:
+        "logs/font_list/fonts.log",
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/font_list.py"
+
+
 rule torchvision_data:
     output:
         "results/data/{dataset}.h5",
