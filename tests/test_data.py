@@ -26,6 +26,7 @@ from manifold_robustness.data import (
     split_size,
     training_subset,
     write_dataset,
+    write_fonts,
 )
 from manifold_robustness.fonts import font_set_manifest, matplotlib_font_dir, read_manifest, sha256_of
 from manifold_robustness.stages import build_fonts, write_font_list
@@ -98,6 +99,27 @@ def test_make_fonts_is_deterministic(glyph_bank):
         for key in a[split]:
             assert np.array_equal(a[split][key], b[split][key])
     assert not np.array_equal(a["train"]["codes"], c["train"]["codes"])
+
+
+@pytest.mark.parametrize("chunk", [7, 4096])
+def test_written_chunk_by_chunk_the_file_holds_the_arrays_made_in_memory(tmp_path, glyph_bank, chunk):
+    """`write_fonts` renders into the file a chunk at a time (7 images: chunks that straddle the file's own
+    256-image chunks and the split's end); every array equals that of `make_fonts` bit for bit, and the file
+    holds what `write_dataset` writes."""
+    spec = FontsSpec(3, 2, PRESETS["hard"], seed=5)
+    names = [str(p) for p in glyph_bank[1]]
+    digests = ["x"] * len(names)
+    write_fonts(tmp_path / "streamed.h5", glyph_bank[0], spec, names, {"seed": 5}, digests, chunk=chunk)
+    write_dataset(tmp_path / "memory.h5", make_fonts(glyph_bank[0], spec), glyph_bank[0], names, {"seed": 5}, digests)
+    with h5py.File(tmp_path / "streamed.h5") as a, h5py.File(tmp_path / "memory.h5") as b:
+        keys, other = [], []
+        a.visit(keys.append)
+        b.visit(other.append)
+        assert "train/images" in keys and keys == other and a.attrs.keys() == b.attrs.keys()
+        for key in keys:
+            if isinstance(a[key], h5py.Dataset):
+                assert a[key].dtype == b[key].dtype and a[key].chunks == b[key].chunks, key
+                assert np.array_equal(a[key][()], b[key][()]), key
 
 
 def test_make_fonts_validates_ranges(glyph_bank):

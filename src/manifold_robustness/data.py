@@ -9,6 +9,7 @@ with the bank (F,10,28,28) and the font file names it came from, and file attrib
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from .io import atomic_path, h5_cause
 from .transformer import CODE_NAMES, CONVENTIONS, TransformRanges, decode, sample_codes
 
 SPLITS = ("train", "test")
+RENDER_CHUNK = 4096  # images rendered (and held) at a time
 
 
 @dataclass(frozen=True)
@@ -32,33 +34,74 @@ class FontsSpec:
     seed: int
 
 
-def render_split(glyphs: torch.Tensor, per_font_class: int, ranges: TransformRanges,
-                 generator: torch.Generator, chunk: int = 4096) -> dict[str, np.ndarray]:
-    """Render `per_font_class` images of every (font, letter) with uniformly sampled codes."""
+def split_codes(glyphs: torch.Tensor, per_font_class: int, ranges: TransformRanges,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Font, letter and uniformly sampled code of `per_font_class` images of every (font, letter)."""
     n_fonts, n_classes = glyphs.shape[:2]
     font = torch.arange(n_fonts).repeat_interleave(n_classes * per_font_class)
     label = torch.arange(n_classes).repeat_interleave(per_font_class).repeat(n_fonts)
-    codes = sample_codes(len(font), ranges, generator)
-    images = torch.cat([decode(glyphs, font[i:i + chunk], label[i:i + chunk], codes[i:i + chunk], ranges.convention)
-                        for i in range(0, len(font), chunk)])
-    return {
-        "images": images.clamp(0, 1).numpy().astype(np.float32),
-        "labels": label.numpy().astype(np.int64),
-        "codes": codes.numpy().astype(np.float32),
-        "font": font.numpy().astype(np.int64),
-    }
+    return font, label, sample_codes(len(font), ranges, generator)
+
+
+def render_chunks(glyphs: torch.Tensor, font: torch.Tensor, label: torch.Tensor, codes: torch.Tensor,
+                  convention: str, chunk: int = RENDER_CHUNK) -> Iterator[tuple[int, np.ndarray]]:
+    """The images of `codes`, `chunk` at a time: (first row, float32 images in [0, 1])."""
+    for i in range(0, len(font), chunk):
+        images = decode(glyphs, font[i:i + chunk], label[i:i + chunk], codes[i:i + chunk], convention)
+        yield i, images.clamp(0, 1).numpy().astype(np.float32)
+
+
+def split_arrays(font: torch.Tensor, label: torch.Tensor, codes: torch.Tensor) -> dict[str, np.ndarray]:
+    """A split's arrays besides its images, as stored."""
+    return {"labels": label.numpy().astype(np.int64), "codes": codes.numpy().astype(np.float32),
+            "font": font.numpy().astype(np.int64)}
+
+
+def render_split(glyphs: torch.Tensor, per_font_class: int, ranges: TransformRanges,
+                 generator: torch.Generator, chunk: int = RENDER_CHUNK) -> dict[str, np.ndarray]:
+    """Render `per_font_class` images of every (font, letter) with uniformly sampled codes, in memory."""
+    font, label, codes = split_codes(glyphs, per_font_class, ranges, generator)
+    images = np.concatenate([block for _, block in render_chunks(glyphs, font, label, codes, ranges.convention,
+                                                                   chunk)])
+    return {"images": images, **split_arrays(font, label, codes)}
+
+
+def split_sizes(spec: FontsSpec) -> tuple[tuple[str, int], ...]:
+    """The splits in the order their codes are drawn from the one generator, with images per (font, letter)."""
+    return ("train", spec.per_font_class_train), ("test", spec.per_font_class_test)
 
 
 def make_fonts(glyph_bank: np.ndarray, spec: FontsSpec) -> dict[str, dict[str, np.ndarray]]:
-    """Both FONTS splits from one glyph bank; the split is by transformation sample, so every font is in both."""
+    """Both FONTS splits from one glyph bank, in memory; the split is by transformation sample, so every font is
+    in both. `write_fonts` writes the same arrays without holding them."""
     spec.ranges.validate()
     glyphs = torch.from_numpy(glyph_bank).float()
     generator = torch.Generator().manual_seed(spec.seed)
     with torch.no_grad():
-        return {
-            "train": render_split(glyphs, spec.per_font_class_train, spec.ranges, generator),
-            "test": render_split(glyphs, spec.per_font_class_test, spec.ranges, generator),
-        }
+        return {split: render_split(glyphs, per, spec.ranges, generator) for split, per in split_sizes(spec)}
+
+
+def _create(group: h5py.Group, key: str, value: np.ndarray | None = None, shape: tuple | None = None):
+    """A split's array as every dataset file stores it: images chunked per 256 examples, all gzip-compressed."""
+    shape = value.shape if value is not None else shape
+    chunks = (min(256, shape[0]), *shape[1:]) if len(shape) > 1 else None
+    return group.create_dataset(key, data=value, shape=None if value is not None else shape,
+                                dtype=None if value is not None else np.float32, chunks=chunks,
+                                compression="gzip", compression_opts=1)
+
+
+def _finish(h5: h5py.File, glyph_bank: np.ndarray | None, font_names: list[str] | None, attrs: dict | None,
+            font_sha256: list[str] | None) -> None:
+    """The glyph bank, its fonts and the file's attributes."""
+    if glyph_bank is not None:
+        g = h5.create_group("glyphs")
+        g.create_dataset("images", data=glyph_bank.astype(np.float32))
+        g.create_dataset("font_names", data=np.array(font_names or [], dtype=h5py.string_dtype()))
+        if font_sha256 is not None:
+            g.create_dataset("font_sha256", data=np.array(font_sha256, dtype=h5py.string_dtype()))
+    h5.attrs["code_names"] = list(CODE_NAMES)
+    for key, value in (attrs or {}).items():
+        h5.attrs[key] = value
 
 
 def write_dataset(path: str | os.PathLike, splits: dict[str, dict[str, np.ndarray]],
@@ -69,17 +112,29 @@ def write_dataset(path: str | os.PathLike, splits: dict[str, dict[str, np.ndarra
         for split, arrays in splits.items():
             group = h5.create_group(split)
             for key, value in arrays.items():
-                chunks = (min(256, len(value)), *value.shape[1:]) if value.ndim > 1 else None
-                group.create_dataset(key, data=value, chunks=chunks, compression="gzip", compression_opts=1)
-        if glyph_bank is not None:
-            g = h5.create_group("glyphs")
-            g.create_dataset("images", data=glyph_bank.astype(np.float32))
-            g.create_dataset("font_names", data=np.array(font_names or [], dtype=h5py.string_dtype()))
-            if font_sha256 is not None:
-                g.create_dataset("font_sha256", data=np.array(font_sha256, dtype=h5py.string_dtype()))
-        h5.attrs["code_names"] = list(CODE_NAMES)
-        for key, value in (attrs or {}).items():
-            h5.attrs[key] = value
+                _create(group, key, value)
+        _finish(h5, glyph_bank, font_names, attrs, font_sha256)
+
+
+def write_fonts(path: str | os.PathLike, glyph_bank: np.ndarray, spec: FontsSpec, font_names: list[str],
+                attrs: dict | None = None, font_sha256: list[str] | None = None,
+                chunk: int = RENDER_CHUNK) -> None:
+    """Render both FONTS splits straight into the dataset file, `chunk` images at a time: the same arrays as
+    `make_fonts` + `write_dataset`, with memory that grows with the chunk, not with the number of images (the
+    paper's 960k training images are 2.8 GiB)."""
+    spec.ranges.validate()
+    glyphs = torch.from_numpy(glyph_bank).float()
+    generator = torch.Generator().manual_seed(spec.seed)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5, torch.no_grad():
+        for split, per in split_sizes(spec):
+            font, label, codes = split_codes(glyphs, per, spec.ranges, generator)
+            group = h5.create_group(split)
+            images = _create(group, "images", shape=(len(font), 1, *glyph_bank.shape[-2:]))
+            for start, block in render_chunks(glyphs, font, label, codes, spec.ranges.convention, chunk):
+                images[start:start + len(block)] = block
+            for key, value in split_arrays(font, label, codes).items():
+                _create(group, key, value)
+        _finish(h5, glyph_bank, font_names, attrs, font_sha256)
 
 
 def incomplete_file(path: str | os.PathLike, split: str, err: Exception) -> RuntimeError:

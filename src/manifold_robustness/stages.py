@@ -20,8 +20,8 @@ import torch
 from . import __version__
 from .attack_io import best_restart_success, class_keeping, read_record, save_attack
 from .attacks import Adversary, AttackConfig, pgd, pgd_adversary
-from .data import (FontsSpec, evaluation_subset, make_fonts, read_font_list, read_font_set, read_glyph_bank,
-                   read_labels, read_ranges, read_split, split_size, training_subset, write_dataset)
+from .data import (FontsSpec, evaluation_subset, read_font_list, read_font_set, read_glyph_bank, read_labels,
+                   read_ranges, read_split, split_size, training_subset, write_fonts)
 from .device import configure_torch, resolve_device
 from .fonts import (build_glyph_bank, default_font_dirs, discover_font_files, extract_fonts, fetch_archive,
                     font_set_digest, font_set_manifest, pinned_font_files, sha256_of)
@@ -96,13 +96,12 @@ def build_fonts(fonts_cfg: dict, out: str, archive_dir: str | None = None) -> No
              ", ".join(p.name for p in kept))
     spec = FontsSpec(fonts_cfg["per_font_class_train"], fonts_cfg["per_font_class_test"],
                      replace(PRESETS[fonts_cfg["ranges"]], convention=fonts_cfg["geometry"]), fonts_cfg["seed"])
-    splits = make_fonts(bank, spec)
     r = spec.ranges
-    write_dataset(out, splits, bank, [str(p) for p in kept], attrs={
+    write_fonts(out, bank, spec, [str(p) for p in kept], attrs={
         "dataset": "fonts", "ranges": fonts_cfg["ranges"], "ranges_low": r.low.numpy(), "ranges_high": r.high.numpy(),
         "geometry": r.convention, "seed": spec.seed, "n_fonts": len(kept), "letters": "ABCDEFGHIJ",
         "font_set": font_set, "font_set_sha256": set_digest}, font_sha256=digests)
-    log.info("wrote %s: %d train, %d test images", out, len(splits["train"]["labels"]), len(splits["test"]["labels"]))
+    log.info("wrote %s: %d train, %d test images", out, split_size(out, "train"), split_size(out, "test"))
 
 
 def write_font_list(fonts_h5: str, out: str) -> None:
