@@ -17,10 +17,10 @@ spec.loader.exec_module(stage_times)
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
 
-def bench(root: Path, rel: str, seconds: float, cpu: float) -> None:
+def bench(root: Path, rel: str, seconds: float, cpu: float, rss: float = 1.0) -> None:
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(HEADER + f"{seconds}\t0:00:01\t1\t1\t1\t1\t0\t0\t50\t{cpu}\n")
+    path.write_text(HEADER + f"{seconds}\t0:00:01\t{rss}\t1\t1\t1\t0\t0\t50\t{cpu}\n")
 
 
 def test_sums_by_rule_and_by_mode(tmp_path: Path) -> None:
@@ -37,6 +37,19 @@ def test_sums_by_rule_and_by_mode(tmp_path: Path) -> None:
     modes = stage_times.by_stage(jobs, by_mode=True)
     assert modes.loc[("train_classifier", "adversarial"), "wall_s"] == pytest.approx(22.0)
     assert modes.loc[("distances", ""), "jobs"] == 1
+
+
+def test_per_job_kind_the_longest_job_and_the_largest_memory(tmp_path: Path) -> None:
+    bench(tmp_path, "train_classifier/fonts/adversarial/N500.tsv", 10.0, 9.0, rss=700)
+    bench(tmp_path, "train_classifier/fonts/adversarial/N4000.tsv", 80.0, 79.0, rss=900)
+    bench(tmp_path, "attack_pgd/fonts/adversarial/N500/seed0.tsv", 3.0, 2.0, rss=500)
+    bench(tmp_path, "attack_pgd/fonts/adversarial/N500/seed1.tsv", 5.0, 4.0, rss=450)
+    bench(tmp_path, "distances/fashion.tsv", 6.0, 5.0, rss=1200)
+    table = stage_times.by_job_kind(stage_times.job_times(tmp_path))
+    assert table.loc[("train_classifier", "fonts", "adversarial", 4000), "longest_s"] == 80.0
+    pgd = table.loc[("attack_pgd", "fonts", "adversarial", 500)]
+    assert (pgd["jobs"], pgd["longest_s"], pgd["max_rss_mb"]) == (2, 5.0, 500.0)
+    assert table.loc[("distances", "fashion", "", 0), "max_rss_mb"] == 1200.0
 
 
 def test_no_benchmarks_is_a_clear_error(tmp_path: Path) -> None:
