@@ -873,7 +873,8 @@ def test_a_check_the_papers_own_numbers_fail_on_this_grid_cannot_decide_here() -
     short.undecidable = short.reason = "grid too short"
     paper.attach_paper_values([short], full, [paper_check(C.FAIL, 0.896)], reach=lambda key: 20000)
     assert short.verdict == C.INCONCLUSIVE and short.undecidable.startswith("grid too short; the paper's own")
-    assert short.to_decide == "an N grid reaching N = 20,000, the least on which the paper's own numbers pass it"
+    assert short.to_decide == ("an N grid holding the paper's own N values up to N = 20,000, the least of its grids "
+                               "on which its own numbers pass it")
     beyond = check(C.PASS)
     beyond.beyond_paper = "not claimed"
     paper.attach_paper_values([beyond], full, [paper_check(C.FAIL, 0.896)])

@@ -365,7 +365,7 @@ def attach_paper_values(checks: Sequence, paper_checks: Sequence, on_run_grid: S
                 check.undecidable = _join(check.undecidable, guard)
                 check.verdict, check.reason = INCONCLUSIVE, _join(check.reason, guard)
                 largest = reach(key) if reach else None
-                check.to_decide = (f"an N grid reaching N = {largest:,}, the least on which the paper's own numbers "
-                                   "pass it" if largest else
+                check.to_decide = (f"an N grid holding the paper's own N values up to N = {largest:,}, the least of "
+                                   "its grids on which its own numbers pass it" if largest else
                                    "an N grid on which the paper's own numbers decide it, as the paper's "
                                    "(config/paper.yaml)")
