@@ -34,7 +34,8 @@ if way == "chunked":
 else:
     write_dataset(out, make_fonts(bank, spec), bank, ["f"] * len(bank))
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"rise_mib": (peak - before) / 1024, "peak_mib": peak / 1024, "seconds": time.perf_counter() - start}))
+seconds = time.perf_counter() - start
+print(json.dumps({"rise_mib": (peak - before) / 1024, "peak_mib": peak / 1024, "seconds": seconds}))
 """
 
 

@@ -57,28 +57,26 @@ def split_arrays(font: torch.Tensor, label: torch.Tensor, codes: torch.Tensor) -
             "font": font.numpy().astype(np.int64)}
 
 
-def render_split(glyphs: torch.Tensor, per_font_class: int, ranges: TransformRanges,
-                 generator: torch.Generator, chunk: int = RENDER_CHUNK) -> dict[str, np.ndarray]:
-    """Render `per_font_class` images of every (font, letter) with uniformly sampled codes, in memory."""
-    font, label, codes = split_codes(glyphs, per_font_class, ranges, generator)
-    images = np.concatenate([block for _, block in render_chunks(glyphs, font, label, codes, ranges.convention,
-                                                                   chunk)])
-    return {"images": images, **split_arrays(font, label, codes)}
-
-
-def split_sizes(spec: FontsSpec) -> tuple[tuple[str, int], ...]:
-    """The splits in the order their codes are drawn from the one generator, with images per (font, letter)."""
-    return ("train", spec.per_font_class_train), ("test", spec.per_font_class_test)
+def split_draws(glyphs: torch.Tensor, spec: FontsSpec) -> Iterator[tuple[str, torch.Tensor, torch.Tensor,
+                                                                        torch.Tensor]]:
+    """Each split's font, letter and code, drawn in split order from the spec's one generator: what both ways of
+    rendering FONTS (`make_fonts`, `write_fonts`) render, so they give the same images."""
+    spec.ranges.validate()
+    generator = torch.Generator().manual_seed(spec.seed)
+    for split, per_font_class in (("train", spec.per_font_class_train), ("test", spec.per_font_class_test)):
+        yield split, *split_codes(glyphs, per_font_class, spec.ranges, generator)
 
 
 def make_fonts(glyph_bank: np.ndarray, spec: FontsSpec) -> dict[str, dict[str, np.ndarray]]:
     """Both FONTS splits from one glyph bank, in memory; the split is by transformation sample, so every font is
     in both. `write_fonts` writes the same arrays without holding them."""
-    spec.ranges.validate()
     glyphs = torch.from_numpy(glyph_bank).float()
-    generator = torch.Generator().manual_seed(spec.seed)
+    splits = {}
     with torch.no_grad():
-        return {split: render_split(glyphs, per, spec.ranges, generator) for split, per in split_sizes(spec)}
+        for split, font, label, codes in split_draws(glyphs, spec):
+            blocks = [block for _, block in render_chunks(glyphs, font, label, codes, spec.ranges.convention)]
+            splits[split] = {"images": np.concatenate(blocks), **split_arrays(font, label, codes)}
+    return splits
 
 
 def _create(group: h5py.Group, key: str, value: np.ndarray | None = None, shape: tuple | None = None):
@@ -122,12 +120,9 @@ def write_fonts(path: str | os.PathLike, glyph_bank: np.ndarray, spec: FontsSpec
     """Render both FONTS splits straight into the dataset file, `chunk` images at a time: the same arrays as
     `make_fonts` + `write_dataset`, with memory that grows with the chunk, not with the number of images (the
     paper's 960k training images are 2.8 GiB)."""
-    spec.ranges.validate()
     glyphs = torch.from_numpy(glyph_bank).float()
-    generator = torch.Generator().manual_seed(spec.seed)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5, torch.no_grad():
-        for split, per in split_sizes(spec):
-            font, label, codes = split_codes(glyphs, per, spec.ranges, generator)
+        for split, font, label, codes in split_draws(glyphs, spec):
             group = h5.create_group(split)
             images = _create(group, "images", shape=(len(font), 1, *glyph_bank.shape[-2:]))
             for start, block in render_chunks(glyphs, font, label, codes, spec.ranges.convention, chunk):
