@@ -101,14 +101,16 @@ def test_projection_is_deterministic_and_batch_independent(fonts_set):
     a = project(s, s["images"], init, steps=10, starts=3, seed=1)
     b = project(s, s["images"], init, steps=10, starts=3, seed=1, batch_size=5)
     c = project(s, s["images"], init, steps=10, starts=3, seed=2)
+    # Equal up to float rounding: a batch of another size may sum in another order (seen at 7e-7 with one
+    # thread); distances are reported to three decimals, codes are angles and scales of order one.
     for x, y in zip(a, b):
-        assert torch.equal(x, y)
-    assert not torch.equal(a[1], c[1])
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
+    assert (a[1] - c[1]).abs().max() > 1e-3  # another seed, other starts, other local optima
     # Starts are tied to example indices: a subset with its indices gets the same answer.
     rows = torch.tensor([3, 7, 11])
     sub = project_true_manifold(s["images"][rows], s["glyphs"], s["font"][rows], s["labels"][rows], init[rows],
                                 RANGES, steps=10, lr=0.09, starts=3, seed=1, indices=rows)
-    assert torch.equal(sub[1], a[1][rows])
+    torch.testing.assert_close(sub[1], a[1][rows], rtol=0, atol=1e-5)
 
 
 def test_pca_is_orthonormal_and_deterministic(train_tensors):
