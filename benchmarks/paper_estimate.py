@@ -31,6 +31,8 @@ import yaml
 from snakemake.utils import validate
 from torch import nn
 
+from manifold_robustness import costs
+from manifold_robustness.costs import lock_step_seconds, step_cost
 from manifold_robustness.models import build_classifier
 from manifold_robustness.stages import TRAINING_ATTACK
 from manifold_robustness.vaegan import VAEGAN, VAEGANConfig
@@ -82,34 +84,9 @@ def load_measured(directory: Path = MEASURED) -> dict:
             "startup_s": statistics.median(startups[1:] or startups)}  # the first start is cold
 
 
-def step_cost(costs: dict[int, float], m: int) -> float:
-    """Seconds of one lock step of m models: linear between the measured M, beyond the largest along the last
-    segment."""
-    ms = sorted(costs)
-    if m in costs:
-        return costs[m]
-    if len(ms) < 2 or m < ms[0]:
-        raise ValueError(f"no measured step cost to interpolate for M = {m} (measured: {ms})")
-    lo, hi = max((k for k in ms if k < m), default=ms[-2]), min((k for k in ms if k > m), default=ms[-1])
-    lo, hi = (ms[-2], ms[-1]) if m > ms[-1] else (lo, hi)
-    return costs[lo] + (costs[hi] - costs[lo]) * (m - lo) / (hi - lo)
-
-
 def model_steps(cfg: dict, n: int) -> int:
-    """Optimizer steps of one model trained on n images (the last, smaller batch of an epoch counts whole)."""
-    cls = cfg["classifiers"]
-    return cls["epochs"] * math.ceil(n / cls["batch_size"])
-
-
-def lock_step_seconds(costs: dict[int, float], totals: list[int]) -> float:
-    """Seconds to train models needing `totals` steps each in one lock step: at step t, the models whose total
-    exceeds t run together."""
-    seconds, done = 0.0, 0
-    for end in sorted(set(totals)):
-        active = sum(t >= end for t in totals)
-        seconds += (end - done) * step_cost(costs, active)
-        done = end
-    return seconds
+    """Optimizer steps of one model trained on n images."""
+    return costs.model_steps(cfg["classifiers"], n)
 
 
 def measured_estimate(cfg: dict, measured: dict, layout: str) -> dict[str, float]:
@@ -128,13 +105,13 @@ def measured_estimate(cfg: dict, measured: dict, layout: str) -> dict[str, float
     for dataset in cfg["datasets"]:
         modes = dataset_modes(cfg, dataset)
         for mode in modes:
-            costs = measured["steps"][mode]
+            steps = measured["steps"][mode]
             if layout == "sequential":
-                add(f"train {mode}", sum(seeds * model_steps(cfg, n) * step_cost(costs, 1) for n in ns))
+                add(f"train {mode}", sum(seeds * model_steps(cfg, n) * step_cost(steps, 1) for n in ns))
             elif layout == "setting":
-                add(f"train {mode}", sum(lock_step_seconds(costs, [model_steps(cfg, n)] * seeds) for n in ns))
+                add(f"train {mode}", sum(lock_step_seconds(steps, [model_steps(cfg, n)] * seeds) for n in ns))
             else:
-                add(f"train {mode}", lock_step_seconds(costs, [model_steps(cfg, n) for n in ns for _ in range(seeds)]))
+                add(f"train {mode}", lock_step_seconds(steps, [model_steps(cfg, n) for n in ns for _ in range(seeds)]))
         jobs += len(modes) * (1 if layout == "all_n" else len(ns))
         # Attacks: per setting a PGD job and an on-manifold job (FONTS: also the learned manifold), each of
         # its seeds attacked in turn, at the measured seconds per 1000 (PGD) and 2500 (on-manifold) images.

@@ -20,6 +20,7 @@ import torch
 from . import __version__
 from .attack_io import best_restart_success, class_keeping, read_record, save_attack
 from .attacks import Adversary, AttackConfig, pgd, pgd_adversary
+from .costs import TRAINING_ATTACK
 from .data import (FontsSpec, evaluation_subset, read_font_list, read_font_set, read_glyph_bank, read_labels,
                    read_ranges, read_split, split_size, training_subset, write_fonts)
 from .device import configure_torch, resolve_device
@@ -35,9 +36,6 @@ from .training import TrainConfig, error_rate, predict, train_classifier
 from .transformer import PRESETS, TransformRanges
 from .vaegan import VAEGANConfig, load_vaegan, reconstruction_error, sample, save_vaegan, train_vaegan
 
-# The config section that holds the attack each training mode uses.
-TRAINING_ATTACK = {"adversarial": "adversarial_attack", "onmanifold_true": "onmanifold_attack",
-                   "onmanifold_learned": "onmanifold_attack", "transformation": "transformation_attack"}
 
 log = logging.getLogger(__name__)
 

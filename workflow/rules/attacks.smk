@@ -16,8 +16,7 @@ rule attack_pgd:
         "../../envs/torch.yaml"
     threads: config["pgd"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=setting_runtime(60),
+        **asks(attack_cost("pgd")),
         gpu=gpu_count,
     params:
         pgd=config["pgd"],
@@ -34,6 +33,9 @@ use rule attack_pgd as attack_pgd_sign with:
         f"logs/attack_pgd_sign/{SETTING}.log",
     benchmark:
         f"results/benchmarks/attack_pgd_sign/{SETTING}.tsv"
+    resources:
+        **asks(attack_cost("pgd_sign")),
+        gpu=gpu_count,
     params:
         pgd={**config["pgd"], **config["pgd_sign"]},
         device=config["device"],
@@ -54,8 +56,7 @@ rule attack_onmanifold:
         "../../envs/torch.yaml"
     threads: config["onmanifold"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=setting_runtime(60),
+        **asks(attack_cost("onmanifold")),
         gpu=gpu_count,
     params:
         manifold=onmanifold_kind,
@@ -82,8 +83,7 @@ rule attack_onmanifold_learned:
         "../../envs/torch.yaml"
     threads: config["onmanifold"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=setting_runtime(60),
+        **asks(attack_cost("onmanifold_learned")),
         gpu=gpu_count,
     params:
         manifold="learned",

@@ -20,8 +20,7 @@ rule train_classifier:
         "../../envs/torch.yaml"
     threads: config["classifiers"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=setting_runtime(240),
+        **asks(training_cost),
         gpu=gpu_count,
     params:
         classifiers=train_params,
@@ -43,8 +42,7 @@ if config["classifiers"]["lock_step"] == "all_n":
         benchmark:
             "results/benchmarks/train_classifier/{dataset}/{mode}/all_n.tsv"
         resources:
-            mem_mb=4000,
-            runtime=setting_runtime(240) * len(config["classifiers"]["n_train"]),
+            **asks(training_cost),
             gpu=gpu_count,
 
     ruleorder: train_classifier_all_n > train_classifier

@@ -4,6 +4,8 @@ from types import SimpleNamespace
 
 from snakemake.utils import validate
 
+from manifold_robustness import costs as job_costs
+
 validate(config, schema="../../config/schema.yaml")
 
 
@@ -37,14 +39,12 @@ SEEDS = sorted(config["classifiers"]["seeds"])
 # Datasets whose manifold is known exactly (rendered by a true decoder).
 TRUE_MANIFOLD = ("fonts",)
 N_CLASSES = 10
-# The config section holding the attack each training mode uses (others are dropped from its params);
-# the same mapping as manifold_robustness.stages.TRAINING_ATTACK, kept here so the DAG is built without torch.
-TRAINING_ATTACK = {
-    "adversarial": "adversarial_attack",
-    "onmanifold_true": "onmanifold_attack",
-    "onmanifold_learned": "onmanifold_attack",
-    "transformation": "transformation_attack",
-}
+# The config section holding the attack each training mode uses (others are dropped from its params).
+TRAINING_ATTACK = job_costs.TRAINING_ATTACK
+# What each job asks a scheduler for: its predicted cost on the run's device (config `device: cuda` for GPU
+# nodes, the CPU's rates otherwise) times the config's `resources` factors (manifold_robustness.costs).
+RATES = job_costs.load_rates()
+COST_DEVICE = "cuda" if config["device"] == "cuda" else "cpu"
 
 
 def modes_for(dataset):
@@ -81,9 +81,55 @@ def all_n(pattern):
     )
 
 
-def setting_runtime(minutes_per_model):
-    """Scheduler runtime (minutes) of a setting job: one model's limit per seed."""
-    return minutes_per_model * len(SEEDS)
+def asks(predict):
+    """`runtime` (minutes) and `mem_mb` of a rule whose jobs cost `predict(wildcards)` (a costs.Cost), grown on
+    every retry (`attempt`)."""
+
+    def ask(index):
+        return lambda wildcards, attempt: job_costs.request(
+            predict(wildcards), attempt, config["resources"]
+        )[index]
+
+    return {"runtime": ask(0), "mem_mb": ask(1)}
+
+
+def training_cost(wildcards):
+    """One training job: the seeds of a setting, or (lock_step: all_n) every N and seed of a mode."""
+    ns = (
+        [int(wildcards.n)]
+        if "n" in wildcards.keys()
+        else config["classifiers"]["n_train"]
+    )
+    return job_costs.train(
+        RATES,
+        COST_DEVICE,
+        config,
+        wildcards.dataset,
+        wildcards.mode,
+        [n for n in ns for _ in SEEDS],
+    )
+
+
+def attack_cost(kind):
+    """One attack job of `kind` (pgd, pgd_sign, onmanifold: the dataset's manifold, onmanifold_learned)."""
+
+    def cost(wildcards):
+        name = (
+            f"onmanifold_{onmanifold_kind(wildcards)}" if kind == "onmanifold" else kind
+        )
+        return job_costs.attack(RATES, COST_DEVICE, config, name, len(SEEDS))
+
+    return cost
+
+
+def dataset_cost(predict):
+    """A job per dataset (VAE-GAN class, judge, distances) whose cost `predict` gives."""
+    return lambda wildcards: predict(RATES, COST_DEVICE, config, wildcards.dataset)
+
+
+def fixed_cost(rule):
+    """A job whose cost does not grow with the grid."""
+    return lambda wildcards: job_costs.small(RATES, COST_DEVICE, rule)
 
 
 def per_run(pattern):

@@ -30,8 +30,7 @@ rule fonts_data:
     conda:
         "../../envs/torch.yaml"
     resources:
-        mem_mb=8000,
-        runtime=60,
+        **asks(lambda wildcards: job_costs.fonts_data(RATES, COST_DEVICE, config)),
     params:
         fonts=config["fonts"],
     script:

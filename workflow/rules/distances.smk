@@ -17,8 +17,7 @@ rule distances:
         "../../envs/torch.yaml"
     threads: config["distances"]["threads"]
     resources:
-        mem_mb=16000,
-        runtime=120,
+        **asks(dataset_cost(job_costs.distances)),
         gpu=gpu_count,
     params:
         distances=config["distances"],

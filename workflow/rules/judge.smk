@@ -16,8 +16,7 @@ rule train_judge:
         "../../envs/torch.yaml"
     threads: config["judge"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=240,
+        **asks(dataset_cost(job_costs.judge)),
         gpu=gpu_count,
     params:
         classifiers=judge_params(),
@@ -42,8 +41,7 @@ rule judge_onmanifold:
         "../../envs/torch.yaml"
     threads: config["judge"]["threads"]
     resources:
-        mem_mb=2000,
-        runtime=setting_runtime(10),
+        **asks(fixed_cost("judge_onmanifold")),
         gpu=gpu_count,
     params:
         device=config["device"],

@@ -16,8 +16,7 @@ rule train_vaegan:
         "../../envs/torch.yaml"
     threads: config["vaegan"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=120,
+        **asks(dataset_cost(job_costs.vaegan)),
         gpu=gpu_count,
     params:
         vaegan=config["vaegan"],
@@ -45,6 +44,7 @@ rule vaegan_quality:
     conda:
         "../../envs/torch.yaml"
     resources:
+        **asks(fixed_cost("vaegan_quality")),
         gpu=gpu_count,
     params:
         n_samples=config["vaegan"]["quality_samples"],

@@ -1,0 +1,233 @@
+"""The rates behind every job's request (src/manifold_robustness/job_rates.json), and how well they predict.
+
+fit RUN --configfile ...: the CPU rates, fitted to the job benchmarks of a finished workflow run in the folder
+    RUN (results/benchmarks/, results/data/), given the config files that run read, in order (config/config.yaml
+    first). Each rate is the largest over the run's jobs of that kind of (wall seconds - start-up) / work, the
+    work counted from the config as manifold_robustness.costs counts it; start-up is the shortest job's wall
+    time. Memory: each kind's base is its largest peak less `copies` copies of the images it held.
+    The GPU rates come from the NVIDIA H200 measurements in benchmarks/measured/ (benchmarks/gpu.py, the paper's
+    widths and attacks); what they do not measure (rendering, distances, fixed costs, memory) keeps the CPU's
+    rate, an upper bound there, and GPU jobs get 2,000 MB more for the CUDA runtime. Writes job_rates.json.
+check RUN --configfile ...: each job of a run against its prediction (used / predicted seconds and memory) and
+    against its request (requested / used): none may be under 1, and the aim is no more than about 3.
+Run: .venv/bin/python benchmarks/costs.py fit|check RUN --configfile config/config.yaml [more.yaml ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import h5py
+import pandas as pd
+import yaml
+from snakemake.utils import update_config, validate
+
+from manifold_robustness import costs
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from paper_estimate import load_measured  # noqa: E402 (a sibling script)
+from stage_times import job_times  # noqa: E402
+
+COPIES = 3  # copies of its images a job holds at its peak (read, converted, batched); an assumption, stated
+CUDA_RUNTIME_MB = 2000
+
+
+def run_config(files: list[Path], sizes: dict[str, tuple[int, int]] | None = None) -> dict:
+    """The config a run read: the files merged in order as snakemake merges --configfile, the schema's defaults
+    filled in. `sizes` (train, test images per dataset) sets FONTS' font count to what the run rendered."""
+    cfg: dict = {}
+    for path in files:
+        update_config(cfg, yaml.safe_load(path.read_text()))
+    validate(cfg, str(ROOT / "config" / "schema.yaml"))
+    if sizes and "fonts" in sizes:
+        cfg["fonts"]["max_fonts"] = sizes["fonts"][0] // (cfg["fonts"]["per_font_class_train"] * 10)
+    return cfg
+
+
+def rendered_sizes(run: Path) -> dict[str, tuple[int, int]]:
+    """Training and test images of each dataset file the run wrote."""
+    out = {}
+    for path in sorted((run / "results" / "data").glob("*.h5")):
+        with h5py.File(path, "r") as h5:
+            out[path.stem] = (len(h5["train"]["labels"]), len(h5["test"]["labels"]))
+    return out
+
+
+def attack_kind(rule: str, dataset: str) -> str:
+    if rule in ("attack_pgd", "attack_pgd_sign"):
+        return rule.removeprefix("attack_")
+    if rule == "attack_onmanifold_learned" or dataset != "fonts":
+        return "onmanifold_learned"
+    return "onmanifold_true"
+
+
+def job_work(cfg: dict, job: pd.Series) -> tuple[str, float, float] | None:
+    """The rate a job measures, its work in that rate's units, and the images it holds; None for jobs whose
+    cost the model does not predict (downloads, local rules)."""
+    rule, dataset, mode, n = job["rule"], job["dataset"], job["mode"], int(job["n"])
+    seeds = len(cfg["classifiers"]["seeds"])
+    if dataset not in cfg["datasets"]:  # rules of no dataset (tables, figures, the report)
+        return None
+    train_size, test_size = costs.split_size(cfg, dataset)
+    if rule == "train_classifier":
+        return f"train_s.{mode}", seeds * cfg["classifiers"]["epochs"] * n, n + test_size
+    if rule.startswith("attack_"):
+        kind = attack_kind(rule, dataset)
+        section = {**cfg["pgd"], **cfg["pgd_sign"]} if kind == "pgd_sign" else cfg["pgd" if kind == "pgd" else "onmanifold"]
+        return (f"attack_s.{costs.ATTACK_RATE[kind]}", seeds * section["n_test"] * section["restarts"] * section["steps"],
+                section["n_test"] * section["restarts"])
+    if rule == "train_vaegan":
+        v = cfg["vaegan"]
+        steps = v["epochs"][dataset] * math.ceil(train_size // 10 / v["batch_size"])
+        steps = min(steps, v["max_steps"][dataset]) if v["max_steps"].get(dataset, 0) else steps
+        return "vaegan_s", steps * v["batch_size"], train_size // 10
+    if rule == "train_judge":
+        return "judge_s", cfg["judge"]["epochs"] * train_size, train_size + test_size
+    if rule.startswith("distances"):
+        d, examples = cfg["distances"], cfg["pgd"]["n_test"] + cfg["onmanifold"]["n_test"]
+        if dataset == "fonts":
+            return "project_s", examples * d["starts"] * d["steps"], examples
+        return "neighbour_s", examples * train_size, train_size
+    if rule == "fonts_data":
+        return "render_s", train_size + test_size, 0
+    if rule in ("judge_onmanifold", "vaegan_quality"):
+        return f"fixed_s.{rule}", 1, 0
+    return None
+
+
+def memory_rule(rule: str) -> str:
+    return {"attack_pgd_sign": "attack_pgd", "attack_onmanifold_learned": "attack_onmanifold",
+            "distances_seed": "distances"}.get(rule, rule)
+
+
+def fit(run: Path, files: list[Path]) -> dict:
+    """The CPU rates of the run in `run` (module docstring)."""
+    sizes = rendered_sizes(run)
+    cfg = run_config(files, sizes)
+    jobs = job_times(run / "results" / "benchmarks")
+    startup = float(jobs["wall_s"].min())
+    rates: dict = {}
+    memory: dict = {}
+    for _, job in jobs.iterrows():
+        work = job_work(cfg, job)
+        if work is None:
+            continue
+        key, units, images = work
+        rate = max(job["wall_s"] - startup, 0.0) / units
+        group, _, name = key.partition(".")
+        target = rates.setdefault(group, {}) if name else rates
+        target[name or group] = max(target.get(name or group, 0.0), rate)
+        base = job["max_rss_mb"] - COPIES * images * costs.IMAGE_MB
+        rule = memory_rule(job["rule"])
+        memory[rule] = {"base_mb": round(max(memory.get(rule, {}).get("base_mb", 0.0), base), 1), "copies": COPIES}
+    cls = cfg["classifiers"]
+    rates["eval_s"] = rates["train_s"]["normal"] / 3  # a forward pass, against a training step's three
+    return {
+        "source": f"fitted by benchmarks/costs.py to {len(jobs)} job benchmarks of a run of "
+                  f"{', '.join(str(f) for f in files)} (the largest rate of each kind)",
+        "reference": {"adversarial_fraction": cls["adversarial_fraction"],
+                      "training_steps": {m: cls[s]["steps"] for m, s in costs.TRAINING_ATTACK.items()},
+                      "vaegan_channels": list(cfg["vaegan"]["channels"])},
+        "batch_size": cls["batch_size"], "startup_s": round(startup, 2), **rates, "memory": memory,
+    }
+
+
+def gpu_rates(cpu: dict, measured: dict) -> dict:
+    """The GPU's rates from the H200 measurements; the CPU's where the GPU was not measured."""
+    run2 = json.loads((ROOT / "benchmarks" / "measured" / "h200_gpu2.json").read_text())
+    run1 = json.loads((ROOT / "benchmarks" / "measured" / "h200_gpu.json").read_text())
+    # The measured attacks: the paper's 40 iterations, 5 restarts; the learned manifold's through a trained
+    # VAE-GAN (h200_gpu.json), PGD's and the true manifold's from the second run.
+    attacks = {"pgd": run2["attacks"]["pgd"], "onmanifold_true": run2["attacks"]["onmanifold_true"],
+               "onmanifold_learned": run1["attacks"]["onmanifold_learned_cpu_starts"]}
+    per_image_step = {k: a["s"] / (a["images"] * 5 * 40) for k, a in attacks.items()}
+    normal_m1 = measured["steps"]["normal"][1] / 100
+    return {
+        "source": "NVIDIA H200, benchmarks/measured/h200_gpu.json and h200_gpu2.json (benchmarks/gpu.py): lock-step "
+                  "costs of M stacked models, the paper's attacks, a paper-width VAE-GAN, the median warm start-up; "
+                  "rendering, distances, fixed costs and memory are the CPU's, plus 2,000 MB for the CUDA runtime",
+        "reference": {"adversarial_fraction": 0.5, "training_steps": {m: 40 for m in costs.TRAINING_ATTACK},
+                      "vaegan_channels": [64, 128, 256]},
+        "batch_size": 100, "startup_s": round(measured["startup_s"], 2),
+        "train_step_s": {mode: {str(m): s for m, s in row.items()} for mode, row in measured["steps"].items()},
+        "train_s": {mode: row[1] / 100 for mode, row in measured["steps"].items()},
+        "judge_s": normal_m1,
+        "eval_s": normal_m1 / 3,
+        "attack_s": per_image_step,
+        "vaegan_s": measured["vaegan_s"],
+        "project_s": cpu["project_s"], "neighbour_s": cpu["neighbour_s"], "render_s": cpu["render_s"],
+        "fixed_s": cpu["fixed_s"],
+        "memory": {rule: {**m, "base_mb": m["base_mb"] + CUDA_RUNTIME_MB} for rule, m in cpu["memory"].items()},
+    }
+
+
+def predict(rates: dict, cfg: dict, job: pd.Series) -> costs.Cost | None:
+    """The cost model's prediction for one benchmarked job of a run (on the CPU)."""
+    rule, dataset, mode, n = job["rule"], job["dataset"], job["mode"], int(job["n"])
+    seeds = len(cfg["classifiers"]["seeds"])
+    if rule == "train_classifier":
+        return costs.train(rates, "cpu", cfg, dataset, mode, [n] * seeds)
+    if rule.startswith("attack_"):
+        return costs.attack(rates, "cpu", cfg, attack_kind(rule, dataset), seeds)
+    simple = {"train_vaegan": costs.vaegan, "train_judge": costs.judge, "distances": costs.distances,
+              "distances_seed": costs.distances}
+    if rule in simple:
+        return simple[rule](rates, "cpu", cfg, dataset)
+    if rule == "fonts_data":
+        return costs.fonts_data(rates, "cpu", cfg)
+    if rule in ("judge_onmanifold", "vaegan_quality"):
+        return costs.small(rates, "cpu", rule)
+    return None
+
+
+def check(run: Path, files: list[Path], rates: dict) -> pd.DataFrame:
+    """Per rule: jobs, the longest, and the range over its jobs of used / predicted time and of requested / used
+    time and memory (first tries, the config's `resources` factors)."""
+    cfg = run_config(files, rendered_sizes(run))
+    rows = []
+    for _, job in job_times(run / "results" / "benchmarks").iterrows():
+        cost = predict(rates, cfg, job)
+        if cost is None:
+            continue
+        minutes, mem = costs.request(cost, 1, cfg["resources"])
+        rows.append(dict(rule=job["rule"], used_s=job["wall_s"], used_over_predicted=job["wall_s"] / cost.seconds,
+                         time_asked=60 * minutes / job["wall_s"], memory_asked=mem / job["max_rss_mb"],
+                         peak_mb=job["max_rss_mb"]))
+    df = pd.DataFrame(rows)
+    return df.groupby("rule").agg(
+        jobs=("used_s", "size"), longest_s=("used_s", "max"), peak_mb=("peak_mb", "max"),
+        time_used_over_predicted_min=("used_over_predicted", "min"),
+        time_used_over_predicted_max=("used_over_predicted", "max"),
+        time_asked_over_used_min=("time_asked", "min"), time_asked_over_used_max=("time_asked", "max"),
+        memory_asked_over_used_min=("memory_asked", "min"), memory_asked_over_used_max=("memory_asked", "max"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("fit", "check"))
+    parser.add_argument("run", type=Path, help="the folder a workflow run wrote results/ in")
+    parser.add_argument("--configfile", type=Path, nargs="+", default=[ROOT / "config" / "config.yaml"])
+    parser.add_argument("--rates", type=Path, default=costs.RATES)
+    args = parser.parse_args(argv)
+    if args.action == "fit":
+        cpu = fit(args.run, args.configfile)
+        rates = {"cpu": cpu, "cuda": gpu_rates(cpu, load_measured())}
+        args.rates.write_text(json.dumps(rates, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {args.rates}: start-up {cpu['startup_s']} s; " + ", ".join(
+            f"{k} {v:.3g}" for k, v in sorted(cpu["train_s"].items())) + " s per training image-epoch")
+        return
+    table = check(args.run, args.configfile, costs.load_rates(args.rates))
+    names = {c: c.replace("time_", "t_").replace("memory_", "mem_").replace("_over_", "/") for c in table}
+    print(table.rename(columns=names).to_markdown(floatfmt=".2f"))
+    print(f"\nunder their request (a ratio asked/used below 1): "
+          f"{int((table['time_asked_over_used_min'] < 1).sum() + (table['memory_asked_over_used_min'] < 1).sum())} "
+          "job kinds")
+
+
+if __name__ == "__main__":
+    main()
