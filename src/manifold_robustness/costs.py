@@ -186,9 +186,11 @@ def distances(rates: dict, device: str, cfg: dict, dataset: str) -> Cost:
 
 def fonts_data(rates: dict, device: str, cfg: dict) -> Cost:
     """Rendering FONTS: every training and test image drawn once; written chunk by chunk, so its memory is the
-    kind's base (the glyph bank, one chunk) whatever the number of images."""
+    kind's base (the glyph bank, one chunk) and a small share per image (its labels and codes), never the
+    image array."""
     r = rates["cpu"]  # rendering runs on the CPU whatever the device
-    return Cost(r["startup_s"] + sum(split_size(cfg, "fonts")) * r["render_s"], r["memory"]["fonts_data"]["base_mb"])
+    images = sum(split_size(cfg, "fonts"))
+    return Cost(r["startup_s"] + images * r["render_s"], memory(r["memory"]["fonts_data"], images))
 
 
 def small(rates: dict, device: str, rule: str) -> Cost:
