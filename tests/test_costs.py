@@ -65,6 +65,7 @@ def test_a_request_is_the_prediction_times_safety_grown_on_each_retry() -> None:
     assert costs.request(cost, 2, SETTINGS) == (50, 3000)
     assert costs.request(cost, 3, SETTINGS) == (100, 6000)
     assert costs.request(costs.Cost(1.0, 333.0), 1, SETTINGS) == (5, 500)  # the floor; memory rounded up
+    assert costs.request(costs.Cost(1.0, 333.0), 2, SETTINGS) == (10, 1000)  # a job killed at the floor
     with pytest.raises(ValueError, match="attempt counts from 1"):
         costs.request(cost, 0, SETTINGS)
 

@@ -14,6 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from snakemake.utils import update_config, validate
+
+from manifold_robustness import costs
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -41,7 +44,6 @@ TEST_OPTIONS = ("--slurm-status-command", "squeue", "--slurm-init-seconds-before
 REMOTE = {"fonts_data", "train_vaegan", "vaegan_quality", "train_classifier", "attack_pgd", "attack_pgd_sign",
           "attack_onmanifold", "attack_onmanifold_learned", "distances", "train_judge", "judge_onmanifold"}
 LOCAL = {"metrics_table", "claims", "plot_fig1", "plot_fig2", "plot_fig3", "plot_fig4", "all"}
-MOST_MEMORY_ASKED = 16000  # MB, by `distances`
 SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 
 
@@ -91,6 +93,23 @@ def job_states(cluster) -> dict[str, str]:
     return dict(line.split("|") for line in out.split())
 
 
+def tiny_request(rule_cost, attempt: int = 1) -> tuple[int, int]:
+    """Minutes and MB the `attempt`-th try of a job of the tiny config asks for, `rule_cost(rates, cfg)` its
+    predicted cost."""
+    cfg: dict = {}
+    for path in (ROOT / "config" / "config.yaml", TINY):
+        update_config(cfg, yaml.safe_load(path.read_text()))
+    validate(cfg, str(ROOT / "config" / "schema.yaml"))
+    return costs.request(rule_cost(costs.load_rates(), cfg), attempt, cfg["resources"])
+
+
+# The most memory a job of the tiny config asks for (MB): `distances` or a training job.
+MOST_MEMORY_ASKED = max(
+    tiny_request(lambda rates, cfg: costs.distances(rates, "cpu", cfg, "fonts"))[1],
+    tiny_request(lambda rates, cfg: costs.train(rates, "cpu", cfg, "fonts", "onmanifold_learned", [300]))[1],
+    tiny_request(lambda rates, cfg: costs.judge(rates, "cpu", cfg, "fonts"))[1])
+
+
 def fitting_memory(cluster) -> list[str]:
     """On a node with less memory than a rule asks for, ask for half the node instead (the tiny config needs far
     less): Slurm refuses a job that no node can hold."""
@@ -129,13 +148,16 @@ def test_workflow_runs_through_slurm(cluster, slurm_run: tuple[Path, str]) -> No
 
 
 def test_rule_resources_reach_sbatch(cluster, slurm_run: tuple[Path, str]) -> None:
-    """distances declares runtime=120 (minutes), mem_mb=16000 and one thread; with device cpu, no GPU."""
+    """The distances job asks for the runtime and memory the cost model predicts for it (at least the 5-minute
+    floor) and one thread; with device cpu, no GPU."""
     _, out = slurm_run
     jobid = next(jobid for rule, jobid in submissions(out) if rule == "distances")
     job = dict(item.split("=", 1) for item in cluster.run("scontrol", "show", "job", "-o", jobid).split()
                if "=" in item)
-    assert job["TimeLimit"] == "02:00:00" and job["NumCPUs"] == "1"
-    asked = cluster.memory_mb // 2 if fitting_memory(cluster) else MOST_MEMORY_ASKED
+    minutes, mem = tiny_request(lambda rates, cfg: costs.distances(rates, "cpu", cfg, "fonts"))
+    assert minutes >= 5 and job["TimeLimit"] == f"{minutes // 60:02d}:{minutes % 60:02d}:00"
+    assert job["NumCPUs"] == "1"
+    asked = cluster.memory_mb // 2 if fitting_memory(cluster) else mem
     assert job["MinMemoryNode"] == f"{asked}M"
     assert "gres/gpu" not in job["TRES"]
 
@@ -153,6 +175,12 @@ def test_cuda_config_asks_slurm_for_a_gpu(cluster, slurm_run: tuple[Path, str], 
     calls = re.findall(r"^\s*sbatch --.*$", out, flags=re.MULTILINE)
     assert len(calls) == 3, out[-3000:]  # the first try and the profile's two retries
     assert all("--gpus=1" in call and "rule_train_classifier" in call for call in calls)
+    # Each try asks for the GPU's prediction, and each retry twice as much time and memory as the try before.
+    asked = [(int(re.search(r" -t '?(\d+)", call).group(1)), int(re.search(r" --mem '?(\d+)", call).group(1)))
+             for call in calls]
+    gpu = [tiny_request(lambda rates, cfg: costs.train(rates, "cuda", cfg, "fonts", "normal", [150]), attempt)
+           for attempt in (1, 2, 3)]
+    assert asked == gpu and gpu[2][0] == 4 * gpu[0][0], calls
     assert "Invalid generic resource" in out
 
 

@@ -202,11 +202,11 @@ def small(rates: dict, device: str, rule: str) -> Cost:
 
 def request(cost: Cost, attempt: int, settings: dict) -> tuple[int, int]:
     """Slurm's runtime (minutes) and mem_mb for a job of this cost on its `attempt`-th try (1 first): the
-    prediction times `safety` (`memory_safety`), times `retry_growth` per earlier try, runtime at least
-    `min_runtime` minutes, memory rounded up to 100 MB."""
+    prediction times `safety` (`memory_safety`), runtime at least `min_runtime` minutes, times `retry_growth` per
+    earlier try (so that a job killed at the floor asks for more too), memory rounded up to 100 MB."""
     if attempt < 1:
         raise ValueError(f"attempt counts from 1, got {attempt}")
     grow = settings["retry_growth"] ** (attempt - 1)
-    minutes = max(settings["min_runtime"], math.ceil(cost.seconds * settings["safety"] * grow / 60))
+    minutes = math.ceil(max(settings["min_runtime"], cost.seconds * settings["safety"] / 60) * grow)
     mem = math.ceil(cost.mem_mb * settings["memory_safety"] * grow / 100) * 100
     return int(minutes), int(mem)
