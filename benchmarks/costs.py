@@ -1,10 +1,11 @@
 """The rates behind every job's request (src/manifold_robustness/job_rates.json), and how well they predict.
 
-fit RUN --configfile ...: the CPU rates, fitted to the job benchmarks of a finished workflow run in the folder
-    RUN (results/benchmarks/, results/data/), given the config files that run read, in order (config/config.yaml
-    first). Each rate is the largest over the run's jobs of that kind of (wall seconds - start-up) / work, the
-    work counted from the config as manifold_robustness.costs counts it; start-up is the shortest job's wall
-    time. Memory: each kind's base is its largest peak less `copies` copies of the images it held.
+fit RUN --configfile ... [--also RUN2 CONFIG ...]: the CPU rates, fitted to the job benchmarks of finished
+    workflow runs (folders with results/benchmarks/, results/data/), given the config files each read, in order
+    (config/config.yaml first). Each rate is the largest over the runs' jobs of that kind of (wall seconds -
+    start-up) / work, the work counted from the config as manifold_robustness.costs counts it, in the first
+    run's units; start-up is a run's shortest job. Memory: per kind a base and copies of the images a job holds,
+    the least that cover every job's peak (at least 3 copies; FONTS rendering's from benchmarks/fonts_memory.py).
     The GPU rates come from the NVIDIA H200 measurements in benchmarks/measured/ (benchmarks/gpu.py, the paper's
     widths and attacks); what they do not measure (rendering, distances, fixed costs, memory) keeps the CPU's
     rate, an upper bound there, and GPU jobs get 2,000 MB more for the CUDA runtime. Writes job_rates.json.
@@ -108,36 +109,55 @@ def memory_rule(rule: str) -> str:
             "distances_seed": "distances"}.get(rule, rule)
 
 
-def fit(run: Path, files: list[Path]) -> dict:
-    """The CPU rates of the run in `run` (module docstring)."""
-    sizes = rendered_sizes(run)
-    cfg = run_config(files, sizes)
-    jobs = job_times(run / "results" / "benchmarks")
-    startup = float(jobs["wall_s"].min())
+def fit(runs: list[tuple[Path, list[Path]]]) -> dict:
+    """The CPU rates of the runs (folder, config files; module docstring). Work is counted in the units of the
+    first run's settings (its training attacks' iterations, its VAE-GANs' width), so runs of other settings
+    measure the same rates. Memory per kind: a base and a number of copies of the images a job holds, the least
+    that covers every job's peak (at least COPIES)."""
+    ref_cfg = run_config(runs[0][1], rendered_sizes(runs[0][0]))
+    cls = ref_cfg["classifiers"]
+    ref = {"adversarial_fraction": cls["adversarial_fraction"],
+           "training_steps": {m: cls[s]["steps"] for m, s in costs.TRAINING_ATTACK.items()},
+           "vaegan_channels": list(ref_cfg["vaegan"]["channels"])}
     rates: dict = {}
-    memory: dict = {}
-    for _, job in jobs.iterrows():
-        work = job_work(cfg, job)
-        if work is None:
-            continue
-        key, units, images = work
-        rate = max(job["wall_s"] - startup, 0.0) / units
-        group, _, name = key.partition(".")
-        target = rates.setdefault(group, {}) if name else rates
-        target[name or group] = max(target.get(name or group, 0.0), rate)
-        copies = RENDER_COPIES if job["rule"] == "fonts_data" else COPIES
-        base = job["max_rss_mb"] - copies * images * costs.IMAGE_MB
-        rule = memory_rule(job["rule"])
-        memory[rule] = {"base_mb": round(max(memory.get(rule, {}).get("base_mb", 0.0), base), 1), "copies": copies}
-    cls = cfg["classifiers"]
+    peaks: dict[str, list[tuple[float, float]]] = {}
+    startups, n_jobs = [], 0
+    for run, files in runs:
+        cfg = run_config(files, rendered_sizes(run))
+        jobs = job_times(run / "results" / "benchmarks")
+        startup = float(jobs["wall_s"].min())
+        startups.append(startup)
+        n_jobs += len(jobs)
+        wider = costs.width(cfg["vaegan"]["channels"]) / costs.width(ref["vaegan_channels"])
+        for _, job in jobs.iterrows():
+            work = job_work(cfg, job)
+            if work is None:
+                continue
+            key, units, images = work
+            if key.startswith("train_s."):
+                units *= costs.attack_passes(cfg, job["mode"], ref)
+            elif key in ("attack_s.onmanifold_learned", "vaegan_s"):
+                units *= wider
+            group, _, name = key.partition(".")
+            target = rates.setdefault(group, {}) if name else rates
+            target[name or group] = max(target.get(name or group, 0.0), max(job["wall_s"] - startup, 0.0) / units)
+            peaks.setdefault(memory_rule(job["rule"]), []).append((job["max_rss_mb"], images * costs.IMAGE_MB))
+    memory = {}
+    for rule, points in peaks.items():
+        # Copies from the jobs holding the most images (at least half the most), over the kind's smallest peak:
+        # on jobs of few images the peak's noise would pass for many copies.
+        least, most = min(rss for rss, _ in points), max(mb for _, mb in points)
+        copies = RENDER_COPIES if rule == "fonts_data" else max(
+            [COPIES] + [(rss - least) / mb for rss, mb in points if mb > 0 and mb >= most / 2])
+        base = max(rss - copies * mb for rss, mb in points)
+        memory[rule] = {"base_mb": round(base, 1), "copies": round(copies, 2)}
     rates["eval_s"] = rates["train_s"]["normal"] / 3  # a forward pass, against a training step's three
+    described = "; ".join(f"{', '.join(str(f) for f in files)}" for _, files in runs)
     return {
-        "source": f"fitted by benchmarks/costs.py to {len(jobs)} job benchmarks of a run of "
-                  f"{', '.join(str(f) for f in files)} (the largest rate of each kind)",
-        "reference": {"adversarial_fraction": cls["adversarial_fraction"],
-                      "training_steps": {m: cls[s]["steps"] for m, s in costs.TRAINING_ATTACK.items()},
-                      "vaegan_channels": list(cfg["vaegan"]["channels"])},
-        "batch_size": cls["batch_size"], "startup_s": round(startup, 2), **rates, "memory": memory,
+        "source": f"fitted by benchmarks/costs.py to {n_jobs} job benchmarks of {len(runs)} run(s) ({described}); "
+                  "the largest rate of each kind",
+        "reference": ref, "batch_size": cls["batch_size"], "startup_s": round(min(startups), 2), **rates,
+        "memory": memory,
     }
 
 
@@ -216,10 +236,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("action", choices=("fit", "check"))
     parser.add_argument("run", type=Path, help="the folder a workflow run wrote results/ in")
     parser.add_argument("--configfile", type=Path, nargs="+", default=[ROOT / "config" / "config.yaml"])
+    parser.add_argument("--also", nargs="+", action="append", default=[], metavar=("RUN", "CONFIG"),
+                        help="fit: another run and its config files (repeatable)")
     parser.add_argument("--rates", type=Path, default=costs.RATES)
     args = parser.parse_args(argv)
     if args.action == "fit":
-        cpu = fit(args.run, args.configfile)
+        runs = [(args.run, args.configfile)] + [(Path(a[0]), [Path(f) for f in a[1:]]) for a in args.also]
+        cpu = fit(runs)
         rates = {"cpu": cpu, "cuda": gpu_rates(cpu, load_measured())}
         args.rates.write_text(json.dumps(rates, indent=1, sort_keys=True) + "\n")
         print(f"wrote {args.rates}: start-up {cpu['startup_s']} s; " + ", ".join(

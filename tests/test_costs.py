@@ -186,7 +186,7 @@ def test_the_fit_recovers_the_rates_a_run_was_made_with(tmp_path: Path) -> None:
     files = fashion_config(tmp_path)
     cfg, rates = fit_tool.run_config(files), synthetic_rates()
     fake_run(tmp_path, cfg, rates)
-    fitted = fit_tool.fit(tmp_path, files)
+    fitted = fit_tool.fit([(tmp_path, files)])
     assert fitted["startup_s"] == pytest.approx(5.5)  # the shortest job: judging one setting (5 + 0.5 s)
     # Start-up taken as 5.5 s instead of 5 moves the rates a little; training's also holds its evaluation, which
     # the prediction adds again: at N = 500, 2.1 of 47 s, a rate 4% high, on the safe side.
