@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -82,14 +81,11 @@ def job_work(cfg: dict, job: pd.Series) -> tuple[str, float, float] | None:
         return f"train_s.{mode}", seeds * cfg["classifiers"]["epochs"] * n, n + test_size
     if rule.startswith("attack_"):
         kind = attack_kind(rule, dataset)
-        section = {**cfg["pgd"], **cfg["pgd_sign"]} if kind == "pgd_sign" else cfg["pgd" if kind == "pgd" else "onmanifold"]
+        section = costs.attack_section(cfg, kind)
         return (f"attack_s.{costs.ATTACK_RATE[kind]}", seeds * section["n_test"] * section["restarts"] * section["steps"],
                 section["n_test"] * section["restarts"])
     if rule == "train_vaegan":
-        v = cfg["vaegan"]
-        steps = v["epochs"][dataset] * math.ceil(train_size // 10 / v["batch_size"])
-        steps = min(steps, v["max_steps"][dataset]) if v["max_steps"].get(dataset, 0) else steps
-        return "vaegan_s", steps * v["batch_size"], train_size // 10
+        return "vaegan_s", *costs.vaegan_images(cfg, dataset)
     if rule == "train_judge":
         return "judge_s", cfg["judge"]["epochs"] * train_size, train_size + test_size
     if rule.startswith("distances"):
@@ -163,13 +159,9 @@ def fit(runs: list[tuple[Path, list[Path]]]) -> dict:
 
 def gpu_rates(cpu: dict, measured: dict) -> dict:
     """The GPU's rates from the H200 measurements; the CPU's where the GPU was not measured."""
-    run2 = json.loads((ROOT / "benchmarks" / "measured" / "h200_gpu2.json").read_text())
-    run1 = json.loads((ROOT / "benchmarks" / "measured" / "h200_gpu.json").read_text())
-    # The measured attacks: the paper's 40 iterations, 5 restarts; the learned manifold's through a trained
-    # VAE-GAN (h200_gpu.json), PGD's and the true manifold's from the second run.
-    attacks = {"pgd": run2["attacks"]["pgd"], "onmanifold_true": run2["attacks"]["onmanifold_true"],
-               "onmanifold_learned": run1["attacks"]["onmanifold_learned_cpu_starts"]}
-    per_image_step = {k: a["s"] / (a["images"] * 5 * 40) for k, a in attacks.items()}
+    # The measured attacks (load_measured: the learned manifold's through a trained VAE-GAN): the paper's 40
+    # iterations and 5 restarts on PGD's 1000 and the on-manifold attacks' 2500 test images.
+    per_image_step = {k: s / (measured["attack_images"][k] * 5 * 40) for k, s in measured["attacks"].items()}
     normal_m1 = measured["steps"]["normal"][1] / 100
     return {
         "source": "NVIDIA H200, benchmarks/measured/h200_gpu.json and h200_gpu2.json (benchmarks/gpu.py): lock-step "

@@ -75,11 +75,11 @@ def load_measured(directory: Path = MEASURED) -> dict:
     run2 = json.loads((directory / "h200_gpu2.json").read_text())
     run1 = json.loads((directory / "h200_gpu.json").read_text())
     startups = [float(t) for t in re.findall(r"total ([\d.]+) s", (directory / "h200_startup.log").read_text())]
-    attacks = {name: row["s"] for name, row in run2["attacks"].items()}
-    attacks["onmanifold_learned"] = run1["attacks"]["onmanifold_learned_cpu_starts"]["s"]
+    rows = {**run2["attacks"], "onmanifold_learned": run1["attacks"]["onmanifold_learned_cpu_starts"]}
     return {"device": run2["meta"]["device"],
+            "attacks": {name: row["s"] for name, row in rows.items()},
+            "attack_images": {name: row["images"] for name, row in rows.items()},
             "steps": {mode: {int(m): float(s) for m, s in row.items()} for mode, row in run2["steps"].items()},
-            "attacks": attacks,
             "vaegan_s": run1["vaegan"]["default"]["s_per_image_epoch"],
             "startup_s": statistics.median(startups[1:] or startups)}  # the first start is cold
 

@@ -11,8 +11,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import yaml
-from snakemake.utils import validate
 
 from manifold_robustness import costs
 
@@ -32,11 +30,7 @@ SETTINGS = {"safety": 2.5, "memory_safety": 1.5, "retry_growth": 2.0, "min_runti
 
 
 def config(*files: str) -> dict:
-    cfg: dict = {}
-    for name in files:
-        fit_tool.update_config(cfg, yaml.safe_load((ROOT / name).read_text()))
-    validate(cfg, str(ROOT / "config" / "schema.yaml"))
-    return cfg
+    return fit_tool.run_config([ROOT / name for name in files])
 
 
 def synthetic_rates() -> dict:

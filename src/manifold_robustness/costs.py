@@ -136,12 +136,31 @@ def train(rates: dict, device: str, cfg: dict, dataset: str, mode: str, n_models
                 memory(r["memory"]["train_classifier"], min(max(n_models), train_size) + test_size))
 
 
+def attack_section(cfg: dict, kind: str) -> dict:
+    """The config settings of an attack of `kind`: pgd, pgd_sign (`pgd` overridden by `pgd_sign`), or an
+    on-manifold attack (`onmanifold`)."""
+    if kind == "pgd_sign":
+        return {**cfg["pgd"], **cfg["pgd_sign"]}
+    return cfg["pgd" if kind == "pgd" else "onmanifold"]
+
+
+def vaegan_images(cfg: dict, dataset: str) -> tuple[int, int]:
+    """Images one class's VAE-GAN trains on (steps x batch: its epochs, or its step budget `max_steps` where that
+    is smaller) and the images of its class it holds (a tenth of the training split)."""
+    v = cfg["vaegan"]
+    per_class = split_size(cfg, dataset)[0] // 10
+    steps = v["epochs"][dataset] * math.ceil(per_class / v["batch_size"])
+    if v["max_steps"].get(dataset, 0):
+        steps = min(steps, v["max_steps"][dataset])
+    return steps * v["batch_size"], per_class
+
+
 def attack(rates: dict, device: str, cfg: dict, kind: str, seeds: int) -> Cost:
     """An attack job on the models of one setting's seeds: `kind` pgd, pgd_sign (config `pgd` and `pgd_sign`),
     onmanifold_true or onmanifold_learned (config `onmanifold`), every iteration of every restart counted (the
     rate is fitted to models where most attacks run to the end)."""
     r = rates[device]
-    section = {**cfg["pgd"], **cfg["pgd_sign"]} if kind == "pgd_sign" else cfg["pgd" if kind == "pgd" else "onmanifold"]
+    section = attack_section(cfg, kind)
     per_model = section["n_test"] * section["restarts"] * section["steps"] * r["attack_s"][ATTACK_RATE[kind]]
     if kind == "onmanifold_learned":
         per_model *= width(cfg["vaegan"]["channels"]) / width(r["reference"]["vaegan_channels"])
@@ -152,12 +171,9 @@ def attack(rates: dict, device: str, cfg: dict, kind: str, seeds: int) -> Cost:
 def vaegan(rates: dict, device: str, cfg: dict, dataset: str) -> Cost:
     """One class's VAE-GAN: its share (a tenth) of the training images for the config's epochs, or its step budget
     (`max_steps`) where that is smaller."""
-    r, v = rates[device], cfg["vaegan"]
-    per_class = split_size(cfg, dataset)[0] // 10
-    steps = v["epochs"][dataset] * math.ceil(per_class / v["batch_size"])
-    if v["max_steps"].get(dataset, 0):
-        steps = min(steps, v["max_steps"][dataset])
-    seconds = steps * v["batch_size"] * r["vaegan_s"] * width(v["channels"]) / width(r["reference"]["vaegan_channels"])
+    r = rates[device]
+    trained, per_class = vaegan_images(cfg, dataset)
+    seconds = trained * r["vaegan_s"] * width(cfg["vaegan"]["channels"]) / width(r["reference"]["vaegan_channels"])
     return Cost(r["startup_s"] + seconds, memory(r["memory"]["train_vaegan"], per_class))
 
 
