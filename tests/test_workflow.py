@@ -229,6 +229,8 @@ def test_training_setting_retrains_without_rerendering_or_new_vaegans(finished_r
     ({"n_train": [150]}, 0),  # a dropped N: nothing trains or attacks again
     ({"modes": ["normal", "adversarial", "onmanifold_true", "onmanifold_learned"]}, 0),
     ({"seeds": [0, 1]}, 10),  # a new seed: every setting job, whose unit of work is all its seeds
+    ({"n_train_per_mode": {"fonts": {"normal": [150, 300, 600]}}}, 1),  # one mode's own grid: its new N alone
+    ({"n_train_per_mode": {"fonts": {"adversarial": [300]}}}, 0),  # one mode without an N: nothing reruns
 ])
 def test_a_grid_change_reruns_only_the_settings_it_changes(finished_run: Path, tmp_path: Path, change: dict,
                                                            trained: int) -> None:
@@ -370,6 +372,10 @@ def write_config(path: Path, cfg: dict) -> Path:
     (("vaegan", "beta", "fonts"), 0.0, ("['beta']['fonts']", "less than or equal to the minimum of 0")),
     (("classifiers", "modes"), ["onmanifold"], ("'onmanifold' is not one of",)),
     (("fonts", "geometry"), "inverse", ("['fonts']['geometry']", "'inverse' is not one of ['sampling', 'placement', 'paper']")),
+    (("classifiers", "n_train_per_mode", "fonts", "normal"), [0], ("['n_train_per_mode']['fonts']['normal'][0]",
+                                                                   "less than the minimum of 1")),
+    (("classifiers", "n_train_per_mode", "fonts", "onmanifold"), [150], ("'onmanifold' was unexpected",)),
+    (("classifiers", "n_train_per_mode", "mnist"), {}, ("'mnist' was unexpected",)),
 ])
 def test_bad_config_stops_before_any_job(tmp_path: Path, keys: tuple[str, ...], value, expected: tuple[str, ...],
                                          ) -> None:
@@ -383,6 +389,17 @@ def test_bad_config_stops_before_any_job(tmp_path: Path, keys: tuple[str, ...], 
     assert proc.returncode != 0
     for fragment in expected:
         assert fragment in out
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_mode_grid_of_its_own_and_lock_step_all_n_stop_before_any_job(tmp_path: Path) -> None:
+    """lock_step all_n trains every N of n_train in one job per mode, so it cannot honour a mode's own grid."""
+    cfg = tiny_config()
+    cfg["classifiers"] = {**cfg["classifiers"], "lock_step": "all_n",
+                          "n_train_per_mode": {"fonts": {"normal": [150, 300, 600]}}}
+    proc = snakemake(tmp_path, "--dry-run", config=write_config(tmp_path / "bad.yaml", cfg))
+    assert proc.returncode != 0
+    assert "drop classifiers.n_train_per_mode, or use lock_step: setting" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
 
 

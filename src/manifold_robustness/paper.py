@@ -17,7 +17,7 @@ value of the paper is interpolated.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -198,6 +198,10 @@ PAPER_SETTINGS = {
 }
 
 
+def _grid_text(ns: Sequence[int]) -> str:
+    return f"{', '.join(str(n) for n in sorted(ns))} ({len(ns)} values)"
+
+
 def settings_beside_paper(cfg: Mapping, n_fonts: int | None = None, font_set: str | None = None) -> list[dict]:
     """The run's value of each setting in PAPER_SETTINGS, and whether it is the paper's; `font_set` (from
     `data.read_font_set`) names the fonts and their digest."""
@@ -210,7 +214,9 @@ def settings_beside_paper(cfg: Mapping, n_fonts: int | None = None, font_set: st
         "FONTS ranges": str(fonts.get("ranges")),
         "FONTS geometry": str(fonts.get("geometry")),
         "learned-manifold latent box": str(onm.get("latent_box")),
-        "training images N": f"{', '.join(str(n) for n in sorted(cls['n_train']))} ({len(cls['n_train'])} values)",
+        "training images N": _grid_text(cls['n_train']) + "".join(
+            f"; {d} {m} training: {_grid_text(ns)}" for d, grids in cls.get("n_train_per_mode", {}).items()
+            for m, ns in grids.items()),
         "seeds": f"{_count(len(cls['seeds']), 'model')} per N",
         "classifier epochs": str(cls["epochs"]),
         "PGD evaluation": f"{_attack_text(pgd)}, {pgd['n_test']} test images",
@@ -273,15 +279,19 @@ def comparison_markdown(summary: pd.DataFrame, settings: Sequence[dict]) -> list
 # --- the calibration: the paper's own numbers judged as if they were a run of this study -------------------------
 
 TRAINED_METHODS = ("normal", "adversarial", "onmanifold_true", "onmanifold_learned", "transformation")
+# An N grid: one for every dataset and mode, or a function of (dataset, mode) giving each its own.
+Grid = Sequence[int] | Callable[[str, str], Sequence[int]]
 
 
-def paper_as_run(reference: pd.DataFrame, n_grid: Sequence[int] | None = None) -> pd.DataFrame:
+def paper_as_run(reference: pd.DataFrame, n_grid: Grid | None = None) -> pd.DataFrame:
     """The paper's means as a metrics table of one pseudo-seed (0): one row per (dataset, method, N) of the
-    methods this study trains, in the run's columns (on FONTS `onmanifold_success` is the true manifold's).
+    methods this study trains, in the run's columns (on FONTS `onmanifold_success` is the true manifold's), at
+    the N of `n_grid` (one grid, or a function of dataset and mode giving each its own) where given.
     The paper publishes no per-model values, so no interval over seeds exists for it."""
     ref = reference[reference["method"].isin(TRAINED_METHODS)]
     if n_grid is not None:
-        ref = ref[ref["n_train"].isin(list(n_grid))]
+        grid_of = n_grid if callable(n_grid) else lambda dataset, mode: n_grid
+        ref = ref[[n in grid_of(d, m) for d, m, n in zip(ref["dataset"], ref["method"], ref["n_train"])]]
     columns = ["dataset", "mode", "n_train", "seed", "test_error", "pgd_success", "onmanifold_success",
                "onmanifold_manifold", "onmanifold_learned_success"]
     if ref.empty:  # a grid the paper never trained (the tiny test run's): nothing to compare
@@ -318,7 +328,7 @@ def paper_distance_summaries(distances: pd.DataFrame, offmanifold_distance: floa
 
 
 def calibrate(reference: pd.DataFrame, distances: pd.DataFrame, cfg: Mapping,
-              n_grid: Sequence[int] | None = None, datasets: Sequence[str] = ("fonts", "emnist", "fashion")) -> list:
+              n_grid: Grid | None = None, datasets: Sequence[str] = ("fonts", "emnist", "fashion")) -> list:
     """The claims judged on the paper's published numbers with the run's statistics and thresholds, on every
     dataset (or those given). With a single pseudo-seed there is no interval, so the verdicts are decided on the
     value itself."""

@@ -26,6 +26,7 @@ from .data import (FontsSpec, evaluation_subset, read_font_list, read_font_set, 
 from .device import configure_torch, resolve_device
 from .fonts import (build_glyph_bank, default_font_dirs, discover_font_files, extract_fonts, fetch_archive,
                     font_set_digest, font_set_manifest, pinned_font_files, sha256_of)
+from .grid import n_grid
 from .io import atomic_path, read_json, write_json
 from .models import load_classifier, save_classifier
 from .onmanifold import (ClassDecoders, clamped_shares, decode_variables, decoded_images, latent_box,
@@ -626,8 +627,8 @@ def report_claims(table: str, distances: dict[str, dict[int, str]], cfg: dict, j
     if reference and paper_distances:
         ref, ref_distances = read_reference(reference), read_paper_distances(paper_distances)
         calibration = calibrate(ref, ref_distances, cfg)
-        attach_paper_values(checks, calibration, calibrate(ref, ref_distances, cfg, cfg["classifiers"]["n_train"]),
-                            reach=lambda key: paper_reach(ref, ref_distances, cfg, key))
+        on_run_grid = calibrate(ref, ref_distances, cfg, functools.partial(n_grid, cfg))
+        attach_paper_values(checks, calibration, on_run_grid, reach=lambda key: paper_reach(ref, ref_distances, cfg, key))
     summary = comparison_summary(pd.read_csv(comparison)) if comparison else None
     n_fonts = len(read_glyph_bank(fonts_data)[1]) if fonts_data else None
     settings = settings_beside_paper(cfg, n_fonts, read_font_set(fonts_data) if fonts_data else None)

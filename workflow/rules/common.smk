@@ -5,8 +5,18 @@ from types import SimpleNamespace
 from snakemake.utils import validate
 
 from manifold_robustness import costs as job_costs
+from manifold_robustness.grid import largest_n, n_grid
 
 validate(config, schema="../../config/schema.yaml")
+
+if (
+    config["classifiers"]["lock_step"] == "all_n"
+    and config["classifiers"]["n_train_per_mode"]
+):
+    raise ValueError(
+        "classifiers.lock_step: all_n trains every N of classifiers.n_train in one job per mode, so no mode can "
+        "have an N grid of its own: drop classifiers.n_train_per_mode, or use lock_step: setting"
+    )
 
 
 def canonical(value):
@@ -60,7 +70,7 @@ def classifier_runs():
         dict(dataset=d, mode=m, n=n, seed=s)
         for d in config["datasets"]
         for m in modes_for(d)
-        for n in sorted(cls["n_train"])
+        for n in n_grid(config, d, m)
         for s in cls["seeds"]
     ]
 
@@ -98,7 +108,7 @@ def training_cost(wildcards):
     ns = (
         [int(wildcards.n)]
         if "n" in wildcards.keys()
-        else config["classifiers"]["n_train"]
+        else n_grid(config, wildcards.dataset, wildcards.mode)
     )
     return job_costs.train(
         RATES,
@@ -185,9 +195,11 @@ def onmanifold_kind(wildcards):
 
 def reference_run(dataset):
     """The model whose examples Fig. 1 shows and which judges VAE-GAN samples: normal, largest N, first seed."""
-    cls = config["classifiers"]
     return dict(
-        dataset=dataset, mode="normal", n=max(cls["n_train"]), seed=min(cls["seeds"])
+        dataset=dataset,
+        mode="normal",
+        n=max(n_grid(config, dataset, "normal")),
+        seed=min(config["classifiers"]["seeds"]),
     )
 
 
@@ -369,7 +381,7 @@ def fonts_archive_dir(wildcards):
 # Keys of the classifiers section that lay out the grid: each job reads its own from its wildcards and
 # outputs, so adding or dropping a mode or an N reruns no job of the other settings, and dropping a seed none.
 # lock_step lays out jobs, not models (each model is the same either way, up to float rounding).
-GRID_KEYS = ("modes", "n_train", "seeds", "lock_step")
+GRID_KEYS = ("modes", "n_train", "n_train_per_mode", "seeds", "lock_step")
 
 
 def train_params(wildcards):
@@ -392,11 +404,11 @@ def training_priority(wildcards):
     n = (
         int(wildcards.n)
         if "n" in wildcards.keys()
-        else max(config["classifiers"]["n_train"])
+        else max(n_grid(config, wildcards.dataset, wildcards.mode))
     )
     return n * (1 if wildcards.mode == "normal" else 20)
 
 
 def vaegan_priority(wildcards):
     """VAE-GANs gate on-manifold training on the learned manifold: start them before any classifier."""
-    return 20 * max(config["classifiers"]["n_train"]) + 1
+    return 20 * largest_n(config) + 1
