@@ -415,6 +415,24 @@ def test_a_mode_grid_of_its_own_decides_the_papers_data_factor() -> None:
     assert set(fashion.loc[fashion["mode"] == "normal", "n_train"]) <= {250, 500, 1000, 2000, 4000, 8000}
 
 
+def test_the_paper_passes_every_claim_it_makes_on_the_deciding_configs_grid() -> None:
+    """config/decide.yaml can decide every FONTS and Fashion-MNIST check only where the paper's own numbers pass it
+    on that config's grid (each mode at its own N): they do, the data factor included."""
+    import functools
+
+    from manifold_robustness.grid import n_grid
+
+    cfg = merged_config("config/decide.yaml")
+    checks = paper.calibrate(paper.read_reference(REFERENCE), paper.read_paper_distances(DISTANCES), cfg,
+                             functools.partial(n_grid, cfg), ["fonts", "fashion"])
+    judged = [ch for ch in checks if ch.per_seed and not ch.beyond_paper]
+    assert {(ch.dataset, ch.claim) for ch in judged} == {(d, c) for d in ("fonts", "fashion") for c in (2, 3, 4)} | {
+        ("fonts", 1)}
+    assert [(ch.dataset, ch.statistic, ch.verdict) for ch in judged if ch.verdict != "PASS"] == []
+    factor = next(ch for ch in judged if ch.statistic == "sample_complexity_ratio")
+    assert factor.dataset == "fonts" and factor.mean == pytest.approx(2.383, abs=0.001)
+
+
 def test_calibration_on_a_grid_the_paper_never_trained_is_empty_not_an_error() -> None:
     assert paper.paper_as_run(paper.read_reference(REFERENCE), [150, 300]).empty
     checks = paper.calibrate(paper.read_reference(REFERENCE), paper.read_paper_distances(DISTANCES), merged_config(),
