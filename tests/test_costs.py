@@ -258,3 +258,14 @@ def test_the_paper_plan_for_a_gpu_asks_every_device_rule_for_one(tmp_path: Path)
     assert (cpu["gpu"] == 0).all()
     cpu_train = cpu[(cpu["rule"] == "train_classifier") & (cpu["dataset"] == "fonts") & (cpu["mode"] == "adversarial")]
     assert cpu_train["runtime"].max() > 10 * by_n.max()
+
+
+def test_a_modes_own_grid_replaces_n_train_for_that_mode_alone() -> None:
+    from manifold_robustness.grid import largest_n, n_grid
+
+    cfg = {"classifiers": {"n_train": [500, 250], "n_train_per_mode": {"fonts": {"normal": [20000, 250]}}}}
+    assert n_grid(cfg, "fonts", "normal") == [250, 20000]
+    assert n_grid(cfg, "fonts", "adversarial") == [250, 500]
+    assert n_grid(cfg, "fashion", "normal") == [250, 500]
+    assert largest_n(cfg) == 20000
+    assert largest_n({"classifiers": {"n_train": [500, 250]}}) == 500
