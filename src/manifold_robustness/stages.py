@@ -628,7 +628,8 @@ def report_claims(table: str, distances: dict[str, dict[int, str]], cfg: dict, j
         ref, ref_distances = read_reference(reference), read_paper_distances(paper_distances)
         calibration = calibrate(ref, ref_distances, cfg)
         on_run_grid = calibrate(ref, ref_distances, cfg, functools.partial(n_grid, cfg))
-        attach_paper_values(checks, calibration, on_run_grid, reach=lambda key: paper_reach(ref, ref_distances, cfg, key))
+        attach_paper_values(checks, calibration, on_run_grid,
+                            reach=lambda key: paper_reach(ref, ref_distances, cfg, key))
     summary = comparison_summary(pd.read_csv(comparison)) if comparison else None
     n_fonts = len(read_glyph_bank(fonts_data)[1]) if fonts_data else None
     settings = settings_beside_paper(cfg, n_fonts, read_font_set(fonts_data) if fonts_data else None)
