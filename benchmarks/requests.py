@@ -1,11 +1,15 @@
-"""What every job of a plan asks the scheduler for, read from snakemake's own dry run of that plan.
+r"""What every job of a plan asks the scheduler for, read from snakemake's own dry run of that plan.
 
 Runs `snakemake -n` with the given arguments (a profile, config files, --config ...) in the repository root,
 reads each planned job's rule, wildcards and resources from its output, and prints per rule and dataset (with
 --by-mode also per training mode, with --by-n also per N) the time (minutes), memory (MB) and GPUs one job asks
-for, from the least to the most, then the totals: scheduler jobs, those asking for a GPU, and the hours reserved.
-The local rules are left out. Nothing runs.
-Run: .venv/bin/python benchmarks/requests.py [--by-mode | --by-n] --profile slurm --configfile config/paper.yaml [--config device=cuda]
+for, from the least to the most, then the totals: the jobs, those asking for a GPU, the hours reserved, and the
+submissions Slurm gets where the profile groups jobs (a group of jobs is one submission, asking for what its
+members ask: snakemake sums their time where they take turns, as on one GPU). The local rules are left out.
+Nothing runs. With --grouped, the plan of the profile's grouped submission (its commented block, between
+`# BEGIN grouped submission` and `# END grouped submission`), whose command-line form it prints first.
+Run: .venv/bin/python benchmarks/requests.py [--by-mode | --by-n] [--grouped] --profile slurm \
+         --configfile config/paper.yaml [--config device=cuda]
 """
 
 from __future__ import annotations
@@ -16,20 +20,26 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-RULE = re.compile(r"^(?:local)?rule (\w+):$")
+PROFILE = ROOT / "slurm" / "config.v8+.yaml"
+RULE = re.compile(r"^(\s*)(?:local)?rule (\w+):$")
+GROUP = re.compile(r"Group job (\w+) \(jobs in lexicogr\. order\):$")
 FIELD = re.compile(r"^\s+(wildcards|resources|threads): (.*)$")
 
 
 def parse_plan(text: str) -> pd.DataFrame:
     """One row per job of a dry run's output: rule, dataset, mode, N, runtime (min), mem_mb, gpu (threads, which
-    become --cpus-per-task, where the output shows them)."""
-    jobs, job = [], None
+    become --cpus-per-task, where the output shows them), and group: the number of the group job it is a member of
+    (the dry run lists a group's members indented under its heading), -1 for a job submitted alone."""
+    jobs, job, groups = [], None, 0
     for line in text.splitlines():
-        if (m := RULE.match(line)) is not None:
-            job = {"rule": m.group(1), "dataset": "", "mode": "", "n": 0, "threads": 1, "runtime": 0, "mem_mb": 0,
-                   "gpu": 0}
+        if GROUP.search(line) is not None:
+            groups += 1
+        elif (m := RULE.match(line)) is not None:
+            job = {"rule": m.group(2), "dataset": "", "mode": "", "n": 0, "threads": 1, "runtime": 0, "mem_mb": 0,
+                   "gpu": 0, "group": groups - 1 if m.group(1) else -1}
             jobs.append(job)
         elif job is not None and (m := FIELD.match(line)) is not None:
             key, value = m.groups()
@@ -68,11 +78,38 @@ def local_rules(snakefile: Path = ROOT / "Snakefile") -> set[str]:
     return set(re.findall(r"\w+", block.group(1))) | {"all"} if block else {"all"}
 
 
+def submissions(jobs: pd.DataFrame) -> int:
+    """Slurm jobs submitted for the plan: one per group job, one per job outside a group."""
+    return int((jobs["group"] < 0).sum() + jobs.loc[jobs["group"] >= 0, "group"].nunique())
+
+
 def totals(jobs: pd.DataFrame) -> str:
     gpu_jobs = jobs[jobs["gpu"] > 0]
-    return (f"{len(jobs)} scheduler jobs, {len(gpu_jobs)} asking for a GPU; reserved: "
+    grouped = jobs["group"] >= 0
+    as_submitted = (f"; submitted as {submissions(jobs)} Slurm jobs ({jobs.loc[grouped, 'group'].nunique()} groups "
+                    f"of {grouped.sum()} jobs)" if grouped.any() else "")
+    return (f"{len(jobs)} jobs, {len(gpu_jobs)} asking for a GPU; reserved: "
             f"{jobs['runtime'].sum() / 60:,.0f} job-hours, {(gpu_jobs['runtime'] * gpu_jobs['gpu']).sum() / 60:,.0f} "
-            "of them GPU-hours")
+            f"of them GPU-hours{as_submitted}")
+
+
+GROUPED = re.compile(r"^# BEGIN grouped submission\n(.*?)^# END grouped submission$", flags=re.MULTILINE | re.DOTALL)
+
+
+def grouped_profile(profile: Path = PROFILE) -> str:
+    """The profile's text with its grouped-submission block uncommented, as a user who turns it on has it."""
+    text = profile.read_text()
+    if GROUPED.search(text) is None:
+        raise SystemExit(f"{profile} has no block between '# BEGIN grouped submission' and '# END grouped submission'")
+    return GROUPED.sub(lambda block: re.sub(r"^# ?", "", block.group(1), flags=re.MULTILINE), text)
+
+
+def grouped_submission(profile: Path = PROFILE) -> list[str]:
+    """The keys the grouped-submission block adds to the profile, as command-line arguments (--groups
+    RULE=GROUP ..., --resources ..., --set-resource-scopes ...)."""
+    keys, plain = yaml.safe_load(grouped_profile(profile)), yaml.safe_load(profile.read_text())
+    added = {key: value for key, value in keys.items() if key not in plain}
+    return [arg for key, values in added.items() for arg in (f"--{key}", *(f"{k}={v}" for k, v in values.items()))]
 
 
 def plan(argv: list[str]) -> pd.DataFrame:
@@ -89,7 +126,10 @@ def main(argv: list[str]) -> None:
         print(__doc__)
         return
     keys = ["rule", "dataset"] + ["mode"] * ("--by-mode" in argv or "--by-n" in argv) + ["n"] * ("--by-n" in argv)
-    jobs = plan([a for a in argv if a not in ("--by-mode", "--by-n")])
+    grouped = grouped_submission() if "--grouped" in argv else []
+    if grouped:
+        print(f"Grouped submission: {' '.join(grouped)}\n")
+    jobs = plan([a for a in argv if a not in ("--by-mode", "--by-n", "--grouped")] + grouped)
     local = local_rules()
     print(f"Left out, run on the submitting host: {', '.join(sorted(set(jobs['rule']) & local))}.\n")
     jobs = jobs[~jobs["rule"].isin(local)]

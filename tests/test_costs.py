@@ -224,16 +224,49 @@ rule attack_pgd:
     wildcards: dataset=fonts, mode=normal, n=250
     threads: 2
     resources: tmpdir=<TBD>, runtime=5, gpu=1, mem_mb=2600
+
+[Mon Dec  7 03:40:51 2026] Group job model (jobs in lexicogr. order):
+
+    [Mon Dec  7 03:40:51 2026]
+    rule attack_pgd:
+        jobid: 312
+        wildcards: dataset=fonts, mode=normal, n=500
+        resources: tmpdir=/tmp, mem_mb=4800, mem=4.8 GB, runtime=5, gpu=1
+Shell command: None
+
+    [Mon Dec  7 03:40:51 2026]
+    rule train_classifier:
+        jobid: 132
+        wildcards: dataset=fonts, mode=normal, n=500
+        resources: tmpdir=/tmp, mem_mb=4500, mem=4.5 GB, runtime=7, gpu=1
+Shell command: None
+
+[Mon Dec  7 03:40:51 2026] Group job model (jobs in lexicogr. order):
+
+    [Mon Dec  7 03:40:51 2026]
+    rule train_classifier:
+        jobid: 133
+        wildcards: dataset=fonts, mode=normal, n=1000
+        resources: tmpdir=/tmp, mem_mb=4500, mem=4.5 GB, runtime=9, gpu=1
+Shell command: None
 """
 
 
 def test_a_dry_run_is_read_job_by_job() -> None:
     jobs = requests_tool.parse_plan(DRY_RUN)
-    assert list(jobs["rule"]) == ["train_classifier", "metrics_table", "attack_pgd"]
+    assert list(jobs["rule"]) == ["train_classifier", "metrics_table", "attack_pgd"] + [
+        "attack_pgd", "train_classifier", "train_classifier"]
     first = jobs.iloc[0]
     assert (first["dataset"], first["mode"], first["n"], first["threads"], first["runtime"], first["mem_mb"],
             first["gpu"]) == ("fonts", "normal", 250, 2, 12, 3100, 1)
-    assert "3 scheduler jobs, 2 asking for a GPU" in requests_tool.totals(jobs)
+    # The indented members of a group job are read like the others, and each group is one submission.
+    assert list(jobs["group"]) == [-1, -1, -1, 0, 0, 1]
+    assert list(jobs["n"]) == [250, 0, 250, 500, 500, 1000] and list(jobs["runtime"])[3:] == [5, 7, 9]
+    assert requests_tool.submissions(jobs) == 5
+    assert "6 jobs, 5 asking for a GPU" in requests_tool.totals(jobs)
+    assert "submitted as 5 Slurm jobs (2 groups of 3 jobs)" in requests_tool.totals(jobs)
+    alone = jobs[jobs["group"] < 0]
+    assert requests_tool.submissions(alone) == 3 and "submitted as" not in requests_tool.totals(alone)
     assert {"metrics_table", "fetch_fonts", "torchvision_data", "all"} <= requests_tool.local_rules()
     with pytest.raises(SystemExit, match="planned no jobs"):
         requests_tool.parse_plan("Building DAG of jobs...\nNothing to be done.\n")
@@ -248,6 +281,7 @@ def test_the_paper_plan_for_a_gpu_asks_every_device_rule_for_one(tmp_path: Path)
                     "distances", "distances_seed"}
     planned = jobs[jobs["rule"].isin(device_rules)]
     assert len(planned) > 600 and (planned["gpu"] == 1).all()
+    assert (jobs["group"] < 0).all()  # grouped submission is off unless its block is uncommented
     assert (jobs[~jobs["rule"].isin(device_rules)]["gpu"] == 0).all()
     train = jobs[(jobs["rule"] == "train_classifier") & (jobs["dataset"] == "fonts") & (jobs["mode"] == "adversarial")]
     by_n = train.set_index("n")["runtime"].sort_index()
@@ -258,6 +292,24 @@ def test_the_paper_plan_for_a_gpu_asks_every_device_rule_for_one(tmp_path: Path)
     assert (cpu["gpu"] == 0).all()
     cpu_train = cpu[(cpu["rule"] == "train_classifier") & (cpu["dataset"] == "fonts") & (cpu["mode"] == "adversarial")]
     assert cpu_train["runtime"].max() > 10 * by_n.max()
+
+
+@pytest.mark.workflow
+def test_the_grouped_paper_plan_submits_a_setting_in_two_jobs(tmp_path: Path) -> None:
+    """The profile's grouped-submission block: a setting's training with its L_inf attacks, its on-manifold
+    attacks with their judge; the same jobs as without it, in fewer than half as many submissions."""
+    args = ["--profile", str(ROOT / "slurm"), "--configfile", str(ROOT / "config" / "paper.yaml"), "--config",
+            "device=cuda", "--directory", str(tmp_path)]
+    grouped = requests_tool.grouped_submission()
+    assert grouped[grouped.index("--resources") + 1] == "gpu=1"
+    jobs = requests_tool.plan(args + grouped)
+    members = jobs[jobs["group"] >= 0].groupby("group")["rule"].agg(lambda rules: ",".join(sorted(rules)))
+    assert set(members) == {"attack_pgd,attack_pgd_sign,train_classifier",
+                            "attack_onmanifold,judge_onmanifold",
+                            "attack_onmanifold,attack_onmanifold_learned,judge_onmanifold"}
+    alone = requests_tool.plan(args)
+    assert len(jobs) == len(alone) and sorted(jobs["rule"]) == sorted(alone["rule"])
+    assert requests_tool.submissions(jobs) < len(jobs) / 2 and requests_tool.submissions(alone) == len(alone)
 
 
 def test_a_modes_own_grid_replaces_n_train_for_that_mode_alone() -> None:

@@ -1,6 +1,7 @@
 """Snakemake through a real Slurm: `snakemake --profile slurm` (the repository's slurm/config.v8+.yaml) on a
 single-node cluster that tests/slurm/cluster.py starts on this machine, installing Debian's slurm-wlm and munge
-where they are missing. Skipped, with the reason, where the machine cannot run one (not root, no apt-get, ...)."""
+(and for accounting slurmdbd and mariadb-server) where they are missing. Skipped, with the reason, where the
+machine cannot run one (not root, no apt-get, ...)."""
 
 from __future__ import annotations
 
@@ -25,21 +26,22 @@ TINY = ROOT / "tests" / "config" / "tiny.yaml"
 pytestmark = pytest.mark.workflow
 
 
-def _load_cluster_module():
-    spec = importlib.util.spec_from_file_location("slurm_test_cluster", ROOT / "tests" / "slurm" / "cluster.py")
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
 
-slurm_cluster = _load_cluster_module()
+slurm_cluster = _load("slurm_test_cluster", ROOT / "tests" / "slurm" / "cluster.py")
+# The profile with its grouped-submission block uncommented (benchmarks/requests.py reads the block).
+grouped_profile = _load("plan_requests", ROOT / "benchmarks" / "requests.py").grouped_profile
 
-# The test cluster keeps no accounting, so job status comes from squeue (the profile keeps the plugin's sacct
-# default for real clusters), checked 5 s after submission instead of 40; successful jobs' Slurm logs are kept
-# as evidence.
-TEST_OPTIONS = ("--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "5",
-                "--slurm-keep-successful-logs")
+# Job status checked 5 s after submission instead of 40; successful jobs' Slurm logs kept as evidence. Job
+# status comes from sacct, the profile's (the plugin's) default, where the test cluster keeps accounting, else
+# from squeue (profile_run).
+TEST_OPTIONS = ("--slurm-init-seconds-before-status-checks", "5", "--slurm-keep-successful-logs")
 # Rules of the tiny DAG that run as Slurm jobs, and localrules of the Snakefile, which run on the submitting host.
 REMOTE = {"fonts_data", "train_vaegan", "vaegan_quality", "train_classifier", "attack_pgd", "attack_pgd_sign",
           "attack_onmanifold", "attack_onmanifold_learned", "distances", "train_judge", "judge_onmanifold"}
@@ -73,18 +75,34 @@ def cluster(tmp_path_factory):
     assert not [name for name, pid in pids.items() if slurm_cluster.alive(pid, name)]
 
 
-def profile_run(cluster, workdir: Path, *args: str, timeout: int) -> subprocess.CompletedProcess:
-    """`snakemake --profile slurm` in `workdir`, where `slurm` is the repository's profile folder. The plugin
-    ignores SIGTERM while it waits on job status, hence SIGKILL at the timeout; the cluster's stop then cancels
-    what it left in the queue."""
-    (workdir / "slurm").symlink_to(ROOT / "slurm", target_is_directory=True)
-    cmd = ["timeout", "-s", "KILL", str(timeout), str(SNAKEMAKE), "--profile", "slurm", *TEST_OPTIONS, *args]
+def profile_run(cluster, workdir: Path, *args: str, timeout: int,
+                grouped: bool = False) -> subprocess.CompletedProcess:
+    """`snakemake --profile slurm` in `workdir`, where `slurm` is the repository's profile folder (grouped: a copy
+    with its grouped-submission block uncommented). The plugin ignores SIGTERM while it waits on job status, hence
+    SIGKILL at the timeout; the cluster's stop then cancels what it left in the queue."""
+    if grouped:
+        (workdir / "slurm").mkdir()
+        (workdir / "slurm" / "config.v8+.yaml").write_text(grouped_profile())
+    else:
+        (workdir / "slurm").symlink_to(ROOT / "slurm", target_is_directory=True)
+    status = [] if cluster.accounting else ["--slurm-status-command", "squeue"]
+    cmd = ["timeout", "-s", "KILL", str(timeout), str(SNAKEMAKE), "--profile", "slurm", *TEST_OPTIONS, *status, *args]
     return subprocess.run(cmd, cwd=workdir, env=cluster.env, capture_output=True, text=True, timeout=timeout + 60)
 
 
+PROFILE_GROUPS = yaml.safe_load(grouped_profile())["groups"]
+
+
 def submissions(out: str) -> list[tuple[str, str]]:
-    """(rule, Slurm job id) of every submission, the rule read from the plugin's log path."""
-    return [(re.search(r"/rule_(\w+)/", log).group(1), jobid) for jobid, log in SUBMITTED.findall(out)]
+    """(rule, Slurm job id) of every submission, the rule read from the plugin's log path; for a group job,
+    `group_<group>_<its rules, sorted, joined by _>` in place of the rule."""
+    return [(name.group(1) or name.group(2), jobid) for jobid, log in SUBMITTED.findall(out)
+            for name in [re.search(r"slurm_logs/(?:rule_(\w+)|(group_\w+))/", log)]]
+
+
+def group_folder(group: str) -> str:
+    """The name a group job of the profile's `group` goes by when all its rules are members."""
+    return f"group_{group}_" + "_".join(sorted(rule for rule, g in PROFILE_GROUPS.items() if g == group))
 
 
 def job_states(cluster) -> dict[str, str]:
@@ -96,11 +114,17 @@ def job_states(cluster) -> dict[str, str]:
 def tiny_request(rule_cost, attempt: int = 1) -> tuple[int, int]:
     """Minutes and MB the `attempt`-th try of a job of the tiny config asks for, `rule_cost(rates, cfg)` its
     predicted cost."""
+    cfg = tiny_config()
+    return costs.request(rule_cost(costs.load_rates(), cfg), attempt, cfg["resources"])
+
+
+def tiny_config() -> dict:
+    """The config a run with the tiny config file sees: the defaults, the file on top, validated."""
     cfg: dict = {}
     for path in (ROOT / "config" / "config.yaml", TINY):
         update_config(cfg, yaml.safe_load(path.read_text()))
     validate(cfg, str(ROOT / "config" / "schema.yaml"))
-    return costs.request(rule_cost(costs.load_rates(), cfg), attempt, cfg["resources"])
+    return cfg
 
 
 # The most memory a job of the tiny config asks for (MB): `distances` or a training job.
@@ -121,25 +145,34 @@ def fitting_memory(cluster) -> list[str]:
 @pytest.fixture(scope="module")
 def slurm_run(cluster, tmp_path_factory) -> tuple[Path, str]:
     workdir = tmp_path_factory.mktemp("slurm_workflow")
+    report = ["--slurm-efficiency-report", "--slurm-efficiency-report-path", str(workdir / "efficiency")]
     proc = profile_run(cluster, workdir, "-s", str(ROOT / "Snakefile"), "--configfile", str(TINY),
-                       *fitting_memory(cluster), timeout=780)
+                       *fitting_memory(cluster), *(report if cluster.accounting else []), timeout=780, grouped=True)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:] + slurm_cluster.logs(cluster)[-3000:]
     return workdir, out
 
 
 def test_workflow_runs_through_slurm(cluster, slurm_run: tuple[Path, str]) -> None:
+    """The tiny config runs to the end through the profile with its grouped submission turned on."""
     workdir, out = slurm_run
     assert re.search(r"Using profiles? slurm\b", out)
     jobs = submissions(out)
     ids = [jobid for _, jobid in jobs]
-    assert len(ids) == len(set(ids)) >= 50
-    assert {rule for rule, _ in jobs} >= REMOTE and not {rule for rule, _ in jobs} & LOCAL
+    assert len(ids) == len(set(ids))
+    # Every rule that is not local runs as a Slurm job: alone, or in one of the profile's groups, one group job
+    # per setting (dataset, mode, N) and group, holding every rule of its group.
+    grid = yaml.safe_load(TINY.read_text())["classifiers"]
+    settings = len(grid["modes"]) * len(grid["n_train"])
+    names = [name for name, _ in jobs]
+    assert {name for name in names if not name.startswith("group_")} == REMOTE - set(PROFILE_GROUPS)
+    assert {name: names.count(name) for name in names if name.startswith("group_")} == {
+        group_folder(group): settings for group in set(PROFILE_GROUPS.values())}
+    assert not set(names) & LOCAL
     states = job_states(cluster)
     assert {states.get(jobid) for jobid in ids} == {"COMPLETED"}
     logs = {path.stem for path in (workdir / ".snakemake" / "slurm_logs").rglob("*.log")}
     assert logs == set(ids)
-    grid = yaml.safe_load(TINY.read_text())["classifiers"]
     table = pd.read_csv(workdir / "results/tables/metrics.csv")
     assert len(table) == len(grid["modes"]) * len(grid["n_train"]) * len(grid["seeds"])
     assert table["test_error"].between(0, 1).all()
@@ -162,9 +195,71 @@ def test_rule_resources_reach_sbatch(cluster, slurm_run: tuple[Path, str]) -> No
     assert "gres/gpu" not in job["TRES"]
 
 
+def test_a_group_job_asks_for_what_its_members_ask(cluster, slurm_run: tuple[Path, str]) -> None:
+    """A setting's training and its two L_inf attacks go as one Slurm job (the profile's group `model`): the
+    attacks run side by side after the training (on the CPU, no GPU to take turns on), so it asks for the
+    training's time plus the longer attack's, the more memory of the two stages and the attacks' threads
+    together."""
+    _, out = slurm_run
+    if fitting_memory(cluster):
+        pytest.skip("this node holds less than the tiny config's requests; the test run asked for half the node")
+    cfg = tiny_config()
+    grid = cfg["classifiers"]
+    pgd, pgd_sign = (tiny_request(lambda rates, cfg, kind=kind: costs.attack(rates, "cpu", cfg, kind, 1))
+                     for kind in ("pgd", "pgd_sign"))
+    expected = set()
+    for mode in grid["modes"]:
+        for n in grid["n_train"]:
+            train = tiny_request(lambda rates, cfg: costs.train(rates, "cpu", cfg, "fonts", mode, [n]))
+            expected.add((train[0] + max(pgd[0], pgd_sign[0]), max(train[1], pgd[1] + pgd_sign[1])))
+    asked = set()
+    for name, jobid in submissions(out):
+        if name == group_folder("model"):
+            job = dict(item.split("=", 1) for item in cluster.run("scontrol", "show", "job", "-o", jobid).split()
+                       if "=" in item)
+            hours, minutes, _ = (int(part) for part in job["TimeLimit"].split(":"))
+            asked.add((60 * hours + minutes, int(job["MinMemoryNode"].rstrip("M"))))
+            # Both attacks run with the PGD section's threads (attack_pgd_sign is attack_pgd's rule reused).
+            assert int(job["NumCPUs"]) == max(grid["threads"], 2 * cfg["pgd"]["threads"])
+    assert asked and asked <= expected, (asked, expected)
+
+
+def accounted(cluster, ids: list[str]) -> pd.DataFrame:
+    """Per Slurm job, from sacct: state, time limit and elapsed time (s), memory asked and the largest resident
+    set of its steps (MB)."""
+    out = cluster.run("sacct", "-n", "-P", "--units=M", "-j", ",".join(ids),
+                      "-o", "JobID,State,TimelimitRaw,ElapsedRaw,ReqMem,MaxRSS")
+    rows = [line.split("|") for line in out.splitlines() if line]
+    table = pd.DataFrame(rows, columns=["step", "state", "limit_min", "elapsed_s", "req_mem", "max_rss"])
+    table["job"] = table["step"].str.split(".").str[0]
+    megabytes = lambda col: pd.to_numeric(col.str.rstrip("M").replace("", "0"))  # noqa: E731
+    table["req_mem"], table["max_rss"] = megabytes(table["req_mem"]), megabytes(table["max_rss"])
+    jobs = table[table["step"] == table["job"]].set_index("job")[["state", "limit_min", "elapsed_s", "req_mem"]]
+    jobs["max_rss"] = table.groupby("job")["max_rss"].max()
+    return jobs.astype({"limit_min": int, "elapsed_s": int})
+
+
+def test_accounting_shows_every_job_within_what_it_asked(cluster, slurm_run: tuple[Path, str]) -> None:
+    """Where the cluster keeps accounting, sacct has every job of the run: completed, inside its time limit, its
+    peak memory inside what it asked for (this cluster does not enforce memory, so only the record shows an
+    excess); and the plugin's efficiency report, which reads sacct, names the jobs of the run."""
+    if not cluster.accounting:
+        pytest.skip(f"the test cluster keeps no accounting: {cluster.no_accounting}")
+    workdir, out = slurm_run
+    jobs = submissions(out)
+    table = accounted(cluster, [jobid for _, jobid in jobs])
+    assert sorted(table.index) == sorted(jobid for _, jobid in jobs)
+    assert (table["state"] == "COMPLETED").all(), table
+    assert (table["elapsed_s"] < 60 * table["limit_min"]).all(), table
+    assert (table["max_rss"] > 0).all() and (table["max_rss"] <= table["req_mem"]).all(), table
+    report = pd.read_csv(next((workdir / "efficiency").glob("efficiency_report_*.csv")))
+    assert {"CPU Efficiency (%)", "Memory Usage (%)"} <= set(report.columns)
+    assert set(report["MainJobID"].astype(str)) == set(table.index)
+
+
 def test_cuda_config_asks_slurm_for_a_gpu(cluster, slurm_run: tuple[Path, str], tmp_path: Path) -> None:
     """With `device: cuda`, a training job asks for one GPU: sbatch gets --gpus=1 and, the test node having
-    none, refuses the job."""
+    none, refuses the job; submitted alone (the profile's default), sbatch's reason reaches the user."""
     workdir, _ = slurm_run
     (tmp_path / "results" / "data").mkdir(parents=True)
     shutil.copy2(workdir / "results/data/fonts.h5", tmp_path / "results/data/fonts.h5")

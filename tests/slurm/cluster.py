@@ -13,6 +13,12 @@ Where the machine cannot run Slurm (not root, no apt-get, the packages cannot be
 running or configured), `start` raises `Unavailable` with the reason; a cluster that is installed but does not
 come up raises `RuntimeError` with the daemons' logs.
 
+Accounting, where it can be had: Debian's slurmdbd and mariadb-server (installed like the others). `start` then
+also runs a MariaDB server of its own (data, socket and logs under `root`, TCP on 127.0.0.1 only) and slurmdbd,
+and slurmctld keeps every job's record there, so `sacct` answers as on a real cluster: state, time limit, elapsed
+time, requested memory and peak memory (jobacct_gather/linux, sampled every second). Where those two packages
+cannot be installed or do not start, the cluster runs without accounting and says why (`Cluster.no_accounting`).
+
 From a shell: `python tests/slurm/cluster.py start DIR` prints `export SLURM_CONF=...`; `... stop DIR` ends it.
 """
 
@@ -32,11 +38,16 @@ from pathlib import Path
 PACKAGES = ("slurm-wlm", "munge")
 PROGRAMS = ("slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo", "scancel", "munged", "munge",
             "unmunge")
+ACCOUNTING_PACKAGES = ("slurmdbd", "mariadb-server")
+ACCOUNTING_PROGRAMS = ("slurmdbd", "sacct", "sacctmgr", "mariadbd", "mariadb-install-db", "mariadb")
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
 RUN_DIR = Path("/run/slurm")
 MUNGE_RUN_DIR = Path("/run/munge")
 CTLD_PORT = 6817
+DBD_PORT = 6819
+DB_PORT = 3307  # not MySQL's 3306, where a server of the machine's own may listen
+DB_USER, DB_PASSWORD, DB_NAME = "slurm", "slurm-test-cluster", "slurm_acct_db"
 # Finished jobs stay listed in squeue for a day: the squeue status command of the Snakemake plugin relies on it.
 MIN_JOB_AGE = 86400
 
@@ -52,12 +63,17 @@ class Cluster:
     cpus: int
     memory_mb: int
     pids: dict[str, int] = field(default_factory=dict)  # the daemons this cluster started: name -> pid
+    no_accounting: str = ""  # why this cluster keeps no job records ("" where sacct answers)
     remove: list[str] = field(default_factory=list)  # system paths this cluster created, removed at stop
     procs: list[subprocess.Popen] = field(default_factory=list, repr=False)  # to reap them
 
     @property
     def conf(self) -> Path:
         return self.root / "slurm.conf"
+
+    @property
+    def accounting(self) -> bool:
+        return not self.no_accounting
 
     @property
     def env(self) -> dict[str, str]:
@@ -82,7 +98,16 @@ def start(root: Path) -> Cluster:
         start_munge(cluster)
         for name in ("state", "spool", "log"):
             (cluster.root / name).mkdir(parents=True, exist_ok=True)
+        # slurm.conf first: sacctmgr finds slurmdbd through it.
         cluster.conf.write_text(slurm_conf(cluster, hardware))
+        try:
+            install(ACCOUNTING_PACKAGES, ACCOUNTING_PROGRAMS)
+            start_accounting(cluster)
+        except (Unavailable, RuntimeError, subprocess.SubprocessError) as e:
+            for name in ("slurmdbd", "mariadbd"):
+                end(cluster.pids.pop(name, None), name)
+            cluster.no_accounting = str(e) or type(e).__name__
+            cluster.conf.write_text(slurm_conf(cluster, hardware))
         if not RUN_DIR.exists():
             cluster.remove.append(str(RUN_DIR))
         cluster.remove.insert(0, str(RUN_DIR / "conf"))
@@ -104,7 +129,7 @@ def stop(cluster: Cluster) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and steps_of(cluster):
             time.sleep(0.5)
-    for name in ("slurmd", "slurmctld", "munged"):
+    for name in ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged"):
         end(cluster.pids.get(name), name)
     # Job steps outlive slurmd; this cluster's have its log folder open.
     for pid in steps_of(cluster):
@@ -120,25 +145,82 @@ def stop(cluster: Cluster) -> None:
     save(cluster)
 
 
-def install() -> None:
-    """apt-get install the packages when a program is missing; Unavailable when that cannot be done."""
-    missing = [p for p in PROGRAMS if which(p) is None]
+def install(packages: tuple[str, ...] = PACKAGES, programs: tuple[str, ...] = PROGRAMS) -> None:
+    """apt-get install the packages when a program is missing; Unavailable when that cannot be done. Debian's
+    policy-rc.d on these machines keeps the packages' own services (MariaDB's) from starting."""
+    missing = [p for p in programs if which(p) is None]
     if not missing:
         return
     if shutil.which("apt-get") is None:
-        raise Unavailable(f"{', '.join(missing)} missing and no apt-get to install {' '.join(PACKAGES)}")
+        raise Unavailable(f"{', '.join(missing)} missing and no apt-get to install {' '.join(packages)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update", "-q"],
-                ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]):
+                ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]):
         try:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         except subprocess.TimeoutExpired:
             raise Unavailable(f"`{' '.join(cmd)}` did not finish in 10 min") from None
         if proc.returncode != 0:
             raise Unavailable(f"`{' '.join(cmd)}` failed: {(proc.stdout + proc.stderr).strip()[-600:]}")
-    still = [p for p in PROGRAMS if which(p) is None]
+    still = [p for p in programs if which(p) is None]
     if still:
-        raise Unavailable(f"{', '.join(still)} still missing after installing {' '.join(PACKAGES)}")
+        raise Unavailable(f"{', '.join(still)} still missing after installing {' '.join(packages)}")
+
+
+def start_accounting(cluster: Cluster) -> None:
+    """A MariaDB server in `root/db` with the accounting database's user, and slurmdbd on it."""
+    for port in (DB_PORT, DBD_PORT):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                raise Unavailable(f"port {port} on 127.0.0.1 is taken: not the test cluster's accounting")
+    root = cluster.root
+    if not (root / "db").exists():
+        subprocess.run([which("mariadb-install-db"), "--no-defaults", f"--datadir={root}/db", "--user=root",
+                        "--auth-root-authentication-method=socket", "--skip-test-db"],
+                       check=True, capture_output=True, timeout=120)
+    daemon(cluster, "mariadbd", ["--no-defaults", f"--datadir={root}/db", "--user=root", f"--socket={root}/db.sock",
+                                 f"--port={DB_PORT}", "--bind-address=127.0.0.1", f"--pid-file={root}/mariadbd.pid",
+                                 f"--log-error={root}/log/mariadbd.log", "--innodb-buffer-pool-size=64M"],
+           dict(os.environ))
+    sql = (f"CREATE USER IF NOT EXISTS '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{DB_PASSWORD}'; "
+           f"GRANT ALL ON {DB_NAME}.* TO '{DB_USER}'@'127.0.0.1';")
+    mariadb = [which("mariadb"), "--no-defaults", f"--socket={root}/db.sock", "-u", "root", "-e"]
+    wait_for(lambda: subprocess.run([*mariadb, "SELECT 1"], capture_output=True, timeout=10).returncode == 0, 60,
+             "MariaDB did not answer", cluster)
+    subprocess.run([*mariadb, sql], check=True, capture_output=True, timeout=30)
+    dbd_conf = root / "slurmdbd.conf"  # slurmdbd reads it beside slurm.conf (SLURM_CONF), mode 0600 or it refuses
+    dbd_conf.write_text(f"""\
+# Written by tests/slurm/cluster.py: the test cluster's accounting daemon.
+AuthType=auth/munge
+DbdHost={cluster.node}
+DbdAddr=127.0.0.1
+DbdPort={DBD_PORT}
+SlurmUser=root
+LogFile={root}/log/slurmdbd.log
+PidFile={root}/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={DB_PORT}
+StorageUser={DB_USER}
+StoragePass={DB_PASSWORD}
+StorageLoc={DB_NAME}
+""")
+    dbd_conf.chmod(0o600)
+    daemon(cluster, "slurmdbd", ["-D"], cluster.env)
+
+    def answers() -> bool:
+        if not alive(cluster.pids["slurmdbd"], "slurmdbd"):
+            raise RuntimeError(f"slurmdbd exited at start\n{logs(cluster)}")
+        try:
+            return subprocess.run([which("sacctmgr"), "-n", "list", "cluster"], env=cluster.env,
+                                  capture_output=True, timeout=10).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
+
+    wait_for(answers, 60, "slurmdbd did not answer", cluster)
+    listed = cluster.run("sacctmgr", "-n", "-P", "list", "cluster", "format=cluster").split()
+    if "testcluster" not in listed:
+        cluster.run("sacctmgr", "-i", "add", "cluster", "testcluster")
 
 
 def refuse_other_slurm() -> None:
@@ -169,6 +251,14 @@ def node_hardware() -> dict[str, str]:
 def slurm_conf(cluster: Cluster, hardware: dict[str, str]) -> str:
     root = cluster.root
     hw = " ".join(f"{key}={value}" for key, value in hardware.items())
+    accounting = (f"""\
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort={DBD_PORT}""" if cluster.accounting else """\
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none""")
     return f"""\
 # Written by tests/slurm/cluster.py: a single-node test cluster.
 ClusterName=testcluster
@@ -186,8 +276,7 @@ SlurmctldLogFile={root}/log/slurmctld.log
 SlurmdLogFile={root}/log/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+{accounting}
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill
@@ -264,7 +353,8 @@ def logs(cluster: Cluster) -> str:
 
 
 def save(cluster: Cluster) -> None:
-    (cluster.root / "cluster.json").write_text(json.dumps({"pids": cluster.pids, "remove": cluster.remove}))
+    (cluster.root / "cluster.json").write_text(json.dumps({"pids": cluster.pids, "remove": cluster.remove,
+                                                          "no_accounting": cluster.no_accounting}))
 
 
 def load(root: Path) -> Cluster:
@@ -272,7 +362,7 @@ def load(root: Path) -> Cluster:
     root = Path(root).resolve()
     state = json.loads((root / "cluster.json").read_text())
     return Cluster(root=root, node=socket.gethostname().split(".")[0], cpus=0, memory_mb=0, pids=state["pids"],
-                   remove=state["remove"])
+                   remove=state["remove"], no_accounting=state.get("no_accounting", ""))
 
 
 def which(program: str) -> str | None:
@@ -345,6 +435,8 @@ def main(argv: list[str]) -> int:
         except Unavailable as e:
             print(f"no Slurm cluster: {e}", file=sys.stderr)
             return 1
+        if cluster.no_accounting:
+            print(f"no accounting (sacct): {cluster.no_accounting}", file=sys.stderr)
         print(f"export SLURM_CONF={cluster.conf}")
     else:
         stop(load(Path(argv[2])))
