@@ -11,12 +11,17 @@ fit RUN --configfile ... [--also RUN2 CONFIG ...]: the CPU rates, fitted to the 
     rate, an upper bound there, and GPU jobs get 2,000 MB more for the CUDA runtime. Writes job_rates.json.
 check RUN --configfile ...: each job of a run against its prediction (used / predicted seconds and memory) and
     against its request (requested / used): none may be under 1, and the aim is no more than about 3.
-Run: .venv/bin/python benchmarks/costs.py fit|check RUN --configfile config/config.yaml [more.yaml ...]
+project RUN --configfile ... --target ...: the job time of another config's plan on the machine that made RUN:
+    each planned job's prediction times what RUN's jobs of that rule used over their predictions (1 for a rule
+    RUN has not run), FONTS with the fonts RUN rendered; per rule, and the total against RUN's own job time.
+Run: .venv/bin/python benchmarks/costs.py fit|check|project RUN --configfile config/config.yaml [more.yaml ...]
+         [--target config/config.yaml config/decide.yaml]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -223,15 +228,65 @@ def check(run: Path, files: list[Path], rates: dict) -> pd.DataFrame:
         memory_asked_over_used_min=("memory_asked", "min"), memory_asked_over_used_max=("memory_asked", "max"))
 
 
+def used_over_predicted(run: Path, cfg: dict, rates: dict) -> pd.DataFrame:
+    """Per rule of a run: its jobs' summed wall seconds, their summed predictions, and the one over the other."""
+    rows = []
+    for _, job in job_times(run / "results" / "benchmarks").iterrows():
+        cost = predict(rates, cfg, job)
+        if cost is not None:
+            rows.append(dict(rule=job["rule"], used_s=job["wall_s"], predicted_s=cost.seconds))
+    table = pd.DataFrame(rows).groupby("rule").sum()
+    table["used_over_predicted"] = table["used_s"] / table["predicted_s"]
+    return table
+
+
+def project(run: Path, files: list[Path], target: list[Path], plan: pd.DataFrame, rates: dict) -> pd.DataFrame:
+    """Per rule of `plan` (a dry run's jobs under the `target` config files, benchmarks/requests.py): its jobs,
+    their predicted seconds, RUN's used over predicted for the rule, and the projection (their product)."""
+    sizes = rendered_sizes(run)
+    measured = used_over_predicted(run, run_config(files, sizes), rates)
+    cfg = run_config(target)
+    if "fonts" in sizes:  # the fonts this machine has, as RUN rendered them
+        cfg["fonts"]["max_fonts"] = sizes["fonts"][0] // (run_config(files)["fonts"]["per_font_class_train"] * 10)
+    rows = []
+    for _, job in plan.iterrows():
+        cost = predict(rates, cfg, job)
+        if cost is not None:
+            rows.append(dict(rule=job["rule"], jobs=1, predicted_s=cost.seconds))
+    table = pd.DataFrame(rows).groupby("rule").sum()
+    table["used_over_predicted"] = measured["used_over_predicted"].reindex(table.index).fillna(1.0)
+    table["projected_s"] = table["predicted_s"] * table["used_over_predicted"]
+    return table
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("fit", "check"))
+    parser.add_argument("action", choices=("fit", "check", "project"))
     parser.add_argument("run", type=Path, help="the folder a workflow run wrote results/ in")
     parser.add_argument("--configfile", type=Path, nargs="+", default=[ROOT / "config" / "config.yaml"])
     parser.add_argument("--also", nargs="+", action="append", default=[], metavar=("RUN", "CONFIG"),
                         help="fit: another run and its config files (repeatable)")
     parser.add_argument("--rates", type=Path, default=costs.RATES)
+    parser.add_argument("--target", type=Path, nargs="+", help="project: the config files of the plan to project")
     args = parser.parse_args(argv)
+    if args.action == "project":
+        # The sibling script benchmarks/requests.py reads the dry run's jobs; loaded by path, since the name
+        # `requests` is the HTTP library's, which snakemake has already imported.
+        spec = importlib.util.spec_from_file_location("plan_requests", ROOT / "benchmarks" / "requests.py")
+        requests_tool = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(requests_tool)
+        plan = requests_tool.plan
+        if not args.target:
+            parser.error("project needs --target CONFIG [CONFIG ...], the config files of the plan to project")
+        table = project(args.run, args.configfile, args.target,
+                        plan([arg for f in args.target for arg in ("--configfile", str(f))]),
+                        costs.load_rates(args.rates))
+        print(table.to_markdown(floatfmt=".2f"))
+        used = used_over_predicted(args.run, run_config(args.configfile, rendered_sizes(args.run)),
+                                   costs.load_rates(args.rates))["used_s"].sum()
+        print(f"\nprojected job time {table['projected_s'].sum():,.0f} s against {used:,.0f} s measured in "
+              f"{args.run}: {table['projected_s'].sum() / used:.2f} times")
+        return
     if args.action == "fit":
         runs = [(args.run, args.configfile)] + [(Path(a[0]), [Path(f) for f in a[1:]]) for a in args.also]
         cpu = fit(runs)

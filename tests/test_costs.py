@@ -10,6 +10,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 
 from manifold_robustness import costs
@@ -202,6 +203,26 @@ def test_the_check_passes_a_run_within_its_requests_and_fails_one_beyond(tmp_pat
     table = fit_tool.check(tmp_path / "slow", files, rates)
     assert table.loc["attack_pgd", "time_asked_over_used_min"] < 1
     assert (table.drop("attack_pgd")["time_asked_over_used_min"] >= 1).all()
+
+
+def test_a_plan_is_projected_at_what_a_run_used_over_its_predictions(tmp_path: Path) -> None:
+    files = fashion_config(tmp_path)
+    cfg, rates = fit_tool.run_config(files), costs.load_rates()
+    fake_run(tmp_path / "run", cfg, rates, slow=4.0)  # the two PGD jobs at N = 4000 of six took 4 times theirs
+    plan = pd.DataFrame([dict(rule="train_classifier", dataset="fashion", mode="normal", n=8000),
+                         dict(rule="attack_pgd", dataset="fashion", mode="adversarial", n=8000),
+                         dict(rule="distances", dataset="fashion", mode="", n=0),
+                         dict(rule="metrics_table", dataset="", mode="", n=0)])
+    table = fit_tool.project(tmp_path / "run", files, files, plan, rates)
+    assert list(table.index) == ["attack_pgd", "distances", "train_classifier"]  # no prediction, no row
+    assert table.loc["train_classifier", "used_over_predicted"] == pytest.approx(1.0)
+    assert table.loc["attack_pgd", "used_over_predicted"] == pytest.approx((4 * 1 + 2 * 4.0) / 6)
+    assert table.loc["distances", "used_over_predicted"] == 1.0  # not in the run: taken at its prediction
+    seeds = len(cfg["classifiers"]["seeds"])
+    train = costs.train(rates, "cpu", cfg, "fashion", "normal", [8000] * seeds)
+    assert table.loc["train_classifier", "projected_s"] == pytest.approx(train.seconds)
+    pgd = costs.attack(rates, "cpu", cfg, "pgd", seeds)
+    assert table.loc["attack_pgd", "projected_s"] == pytest.approx(2 * pgd.seconds)
 
 
 # --- the plan's requests --------------------------------------------------------------------------------------
