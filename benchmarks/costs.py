@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.target:
             parser.error("project needs --target CONFIG [CONFIG ...], the config files of the plan to project")
         table = project(args.run, args.configfile, args.target,
-                        plan([arg for f in args.target for arg in ("--configfile", str(f))]),
+                        plan(["--configfile", *(str(f.resolve()) for f in args.target)]),
                         costs.load_rates(args.rates))
         print(table.to_markdown(floatfmt=".2f"))
         used = used_over_predicted(args.run, run_config(args.configfile, rendered_sizes(args.run)),
