@@ -206,15 +206,20 @@ def predict(rates: dict, cfg: dict, job: pd.Series) -> costs.Cost | None:
     return None
 
 
+def predicted_jobs(run: Path, cfg: dict, rates: dict):
+    """Each benchmarked job of a run whose cost the model predicts, with that prediction."""
+    for _, job in job_times(run / "results" / "benchmarks").iterrows():
+        cost = predict(rates, cfg, job)
+        if cost is not None:
+            yield job, cost
+
+
 def check(run: Path, files: list[Path], rates: dict) -> pd.DataFrame:
     """Per rule: jobs, the longest, and the range over its jobs of used / predicted time and of requested / used
     time and memory (first tries, the config's `resources` factors)."""
     cfg = run_config(files, rendered_sizes(run))
     rows = []
-    for _, job in job_times(run / "results" / "benchmarks").iterrows():
-        cost = predict(rates, cfg, job)
-        if cost is None:
-            continue
+    for job, cost in predicted_jobs(run, cfg, rates):
         minutes, mem = costs.request(cost, 1, cfg["resources"])
         rows.append(dict(rule=job["rule"], used_s=job["wall_s"], used_over_predicted=job["wall_s"] / cost.seconds,
                          time_asked=60 * minutes / job["wall_s"], memory_asked=mem / job["max_rss_mb"],
@@ -230,24 +235,24 @@ def check(run: Path, files: list[Path], rates: dict) -> pd.DataFrame:
 
 def used_over_predicted(run: Path, cfg: dict, rates: dict) -> pd.DataFrame:
     """Per rule of a run: its jobs' summed wall seconds, their summed predictions, and the one over the other."""
-    rows = []
-    for _, job in job_times(run / "results" / "benchmarks").iterrows():
-        cost = predict(rates, cfg, job)
-        if cost is not None:
-            rows.append(dict(rule=job["rule"], used_s=job["wall_s"], predicted_s=cost.seconds))
+    rows = [dict(rule=job["rule"], used_s=job["wall_s"], predicted_s=cost.seconds)
+            for job, cost in predicted_jobs(run, cfg, rates)]
     table = pd.DataFrame(rows).groupby("rule").sum()
     table["used_over_predicted"] = table["used_s"] / table["predicted_s"]
     return table
 
 
-def project(run: Path, files: list[Path], target: list[Path], plan: pd.DataFrame, rates: dict) -> pd.DataFrame:
+def project(run: Path, files: list[Path], target: list[Path], plan: pd.DataFrame,
+            rates: dict) -> tuple[pd.DataFrame, float]:
     """Per rule of `plan` (a dry run's jobs under the `target` config files, benchmarks/requests.py): its jobs,
-    their predicted seconds, RUN's used over predicted for the rule, and the projection (their product)."""
+    their predicted seconds, RUN's used over predicted for the rule, and the projection (their product); and the
+    wall seconds RUN's predicted jobs used, to compare the projection with."""
     sizes = rendered_sizes(run)
-    measured = used_over_predicted(run, run_config(files, sizes), rates)
+    run_cfg = run_config(files, sizes)
+    measured = used_over_predicted(run, run_cfg, rates)
     cfg = run_config(target)
     if "fonts" in sizes:  # the fonts this machine has, as RUN rendered them
-        cfg["fonts"]["max_fonts"] = sizes["fonts"][0] // (run_config(files)["fonts"]["per_font_class_train"] * 10)
+        cfg["fonts"]["max_fonts"] = run_cfg["fonts"]["max_fonts"]
     rows = []
     for _, job in plan.iterrows():
         cost = predict(rates, cfg, job)
@@ -256,7 +261,7 @@ def project(run: Path, files: list[Path], target: list[Path], plan: pd.DataFrame
     table = pd.DataFrame(rows).groupby("rule").sum()
     table["used_over_predicted"] = measured["used_over_predicted"].reindex(table.index).fillna(1.0)
     table["projected_s"] = table["predicted_s"] * table["used_over_predicted"]
-    return table
+    return table, float(measured["used_s"].sum())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -278,12 +283,10 @@ def main(argv: list[str] | None = None) -> None:
         plan = requests_tool.plan
         if not args.target:
             parser.error("project needs --target CONFIG [CONFIG ...], the config files of the plan to project")
-        table = project(args.run, args.configfile, args.target,
-                        plan(["--configfile", *(str(f.resolve()) for f in args.target)]),
-                        costs.load_rates(args.rates))
+        table, used = project(args.run, args.configfile, args.target,
+                              plan(["--configfile", *(str(f.resolve()) for f in args.target)]),
+                              costs.load_rates(args.rates))
         print(table.to_markdown(floatfmt=".2f"))
-        used = used_over_predicted(args.run, run_config(args.configfile, rendered_sizes(args.run)),
-                                   costs.load_rates(args.rates))["used_s"].sum()
         print(f"\nprojected job time {table['projected_s'].sum():,.0f} s against {used:,.0f} s measured in "
               f"{args.run}: {table['projected_s'].sum() / used:.2f} times")
         return

@@ -213,11 +213,12 @@ def test_a_plan_is_projected_at_what_a_run_used_over_its_predictions(tmp_path: P
                          dict(rule="attack_pgd", dataset="fashion", mode="adversarial", n=8000),
                          dict(rule="distances", dataset="fashion", mode="", n=0),
                          dict(rule="metrics_table", dataset="", mode="", n=0)])
-    table = fit_tool.project(tmp_path / "run", files, files, plan, rates)
+    table, used = fit_tool.project(tmp_path / "run", files, files, plan, rates)
     assert list(table.index) == ["attack_pgd", "distances", "train_classifier"]  # no prediction, no row
     assert table.loc["train_classifier", "used_over_predicted"] == pytest.approx(1.0)
     assert table.loc["attack_pgd", "used_over_predicted"] == pytest.approx((4 * 1 + 2 * 4.0) / 6)
     assert table.loc["distances", "used_over_predicted"] == 1.0  # not in the run: taken at its prediction
+    assert used == pytest.approx(fit_tool.used_over_predicted(tmp_path / "run", cfg, rates)["used_s"].sum())
     seeds = len(cfg["classifiers"]["seeds"])
     train = costs.train(rates, "cpu", cfg, "fashion", "normal", [8000] * seeds)
     assert table.loc["train_classifier", "projected_s"] == pytest.approx(train.seconds)
