@@ -181,6 +181,73 @@ def test_class_decoders_route_each_example_to_its_class(decoders, test_set):
     torch.testing.assert_close(means[3:4], decoders.models[int(labels[3])].encode(test_set["images"][3:4])[0])
 
 
+def double_decoders(decoders: ClassDecoders, layout: str) -> ClassDecoders:
+    """float64 copies of the fixture's decoders, with batch norms whose running statistics fold into something
+    other than the identity (the untrained fixture's are 0 and 1)."""
+    models = [copy.deepcopy(m).double() for m in decoders.models]
+    g = torch.Generator().manual_seed(5)
+    for m in models:
+        for bn in (mod for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d)):
+            for t, low, high in ((bn.running_mean, -1, 1), (bn.running_var, 0.5, 2), (bn.weight, 0.5, 1.5),
+                                 (bn.bias, -0.5, 0.5)):
+                t.data.copy_(torch.rand(t.shape, generator=g, dtype=t.dtype) * (high - low) + low)
+    return ClassDecoders(models, layout=layout)
+
+
+def test_grouped_decoding_gives_each_example_its_own_decoder_and_gradient(decoders, test_set):
+    """The grouped layout (one network for all classes, a padded slot per example) against the per-class one:
+    the same images and the same gradient w.r.t. the latents, in float64, for a batch with an empty class, a
+    class of one and a crowded one (the width of the padding)."""
+    per_class, grouped = (double_decoders(decoders, layout) for layout in ("per_class", "grouped"))
+    labels = test_set["labels"][:30].clone()
+    labels[labels == 4] = 5  # class 4 empty
+    labels[:9] = 2  # class 2 crowded
+    labels[9] = 7
+    labels[10:][labels[10:] == 7] = 6  # class 7 holds one example
+    z = (torch.randn(len(labels), 10, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 2
+         ).requires_grad_(True)
+    weight = torch.rand(len(labels), 1, 28, 28, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    images = {}
+    for name, dec in (("per_class", per_class), ("grouped", grouped)):
+        out = dec.decode(z, labels)
+        images[name] = (out, torch.autograd.grad((out * weight).sum(), z)[0])
+    torch.testing.assert_close(images["grouped"][0], images["per_class"][0], atol=1e-12, rtol=0)
+    torch.testing.assert_close(images["grouped"][1], images["per_class"][1], atol=1e-12, rtol=0)
+    for i in (0, 9, 20):  # and each is the class VAE-GAN's own decoding (batch norms unfolded)
+        own = per_class.models[int(labels[i])].decode(z[i:i + 1])
+        torch.testing.assert_close(images["grouped"][0][i:i + 1], own, atol=1e-12, rtol=0)
+    one_by_one = torch.cat([grouped.decode(z[i:i + 1], labels[i:i + 1]) for i in range(len(labels))])
+    torch.testing.assert_close(one_by_one, images["grouped"][0], atol=1e-12, rtol=0)
+
+
+def test_learned_attack_is_the_same_through_either_decoder_layout(trained_model, decoders, test_set):
+    s = test_set
+    model = copy.deepcopy(trained_model).double()
+    results = []
+    for layout in ("per_class", "grouped"):
+        dec = double_decoders(decoders, layout)
+        latents = dec.encode_mean(s["images"][:24].double(), s["labels"][:24])
+        results.append(learned_manifold_attack(model, dec, latents, s["labels"][:24], config(steps=5),
+                                               s["rows"][:24])[0])
+    for field in ("clean_pred", "success", "pred"):
+        assert torch.equal(getattr(results[1], field), getattr(results[0], field))
+    # The losses are the model's on the decoded images: they tell the layouts' images apart even where the
+    # untrained decoders' images are misclassified from the start and the attack keeps its starting points.
+    torch.testing.assert_close(results[1].loss, results[0].loss, atol=1e-9, rtol=0)
+    torch.testing.assert_close(results[1].variables, results[0].variables, atol=1e-9, rtol=0)
+
+
+def test_decoder_layouts_reject_what_they_cannot_decode(decoders):
+    with pytest.raises(ValueError, match="decoder layout must be one of"):
+        ClassDecoders(decoders.models[:2], layout="vmap")
+    mixed = [decoders.models[0], VAEGAN(VAEGANConfig(channels=(8, 16))).eval()]
+    with pytest.raises(ValueError, match="decoders of one shape"):
+        ClassDecoders(mixed, layout="grouped")
+    two = ClassDecoders(decoders.models[:2], layout="grouped")
+    with pytest.raises(ValueError, match=r"labels must be classes 0\.\.1, got 3"):
+        two.decode(torch.zeros(2, 10), torch.tensor([0, 3]))
+
+
 def test_learned_latents_stay_in_eta_box_and_truncation_box(trained_model, decoders, test_set):
     s = test_set
     # Start some latents near and beyond the box edge: the box is clipped to [-2, 2] first.

@@ -36,19 +36,92 @@ def clipped_box(center: torch.Tensor, eps: float, low: torch.Tensor,
     return center, torch.maximum(center - eps, low), torch.minimum(center + eps, high)
 
 
+# How a batch is decoded by the decoders of its examples' classes (see `ClassDecoders`).
+DECODER_LAYOUTS = ("per_class", "grouped")
+
+
+class GroupedDecoder(nn.Module):
+    """K decoders of one shape written out as one network: the linear layer as a batched matrix product over
+    the K classes, each convolution as one convolution with groups=K over the K x C channels.
+
+    A batch is laid out as K rows of `width` slots, the examples of class k in row k in their batch order and
+    zero latents in the slots left over (width = the largest class count of the batch). A pass then launches
+    the operators of one decoder instead of K, and asks the device for one number (the width) instead of one
+    per class; the padded slots cost arithmetic, width x K decodes for the batch's n. Each example's image is
+    its own decoder's (in float64, to rounding; tests/test_onmanifold.py).
+    """
+
+    def __init__(self, decoders: Sequence[nn.Module]):
+        super().__init__()
+        shapes = {(d.start, tuple(type(layer).__name__ for layer in d.net)) for d in decoders}
+        if len(shapes) != 1:
+            raise ValueError(f"grouped decoding needs decoders of one shape, got {len(shapes)} different shapes")
+        first = decoders[0]
+        self.classes, self.start = len(decoders), first.start
+        self.fc_weight = nn.Parameter(torch.stack([d.fc.weight.t() for d in decoders]), requires_grad=False)
+        self.fc_bias = nn.Parameter(torch.stack([d.fc.bias for d in decoders])[:, None], requires_grad=False)
+        layers: list[nn.Module] = []
+        for i, layer in enumerate(first.net):
+            if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+                layer = grouped_conv([d.net[i] for d in decoders])
+            layers.append(layer)
+        self.net = nn.Sequential(*layers).requires_grad_(False)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        k, (channels, size) = self.classes, self.start
+        counts = torch.bincount(labels, minlength=k)
+        if len(counts) > k:
+            raise ValueError(f"labels must be classes 0..{k - 1}, got {int(labels.max())}")
+        width = int(counts.max())
+        # Slot of each example: its class's row, then its rank among that class's examples in batch order.
+        order = torch.argsort(labels, stable=True)
+        rank = torch.empty_like(labels)
+        rank[order] = torch.arange(len(labels), device=labels.device) - (counts.cumsum(0) - counts)[labels[order]]
+        slot = labels * width + rank
+        padded = z.new_zeros(k * width, z.shape[1]).index_copy(0, slot, z).view(k, width, -1)
+        h = torch.baddbmm(self.fc_bias, padded, self.fc_weight)  # (k, width, channels * size^2)
+        h = self.net(h.transpose(0, 1).reshape(width, k * channels, size, size))
+        out = h.view(width, k, -1, *h.shape[2:]).transpose(0, 1).reshape(k * width, -1, *h.shape[2:])
+        return out[slot]
+
+
+def grouped_conv(convs: Sequence[nn.Module]) -> nn.Module:
+    """One convolution (or transposed convolution) with groups=K whose group k is `convs[k]`."""
+    first = convs[0]
+    transposed = isinstance(first, nn.ConvTranspose2d)
+    kind = nn.ConvTranspose2d if transposed else nn.Conv2d
+    k = len(convs)
+    grouped = kind(k * first.in_channels, k * first.out_channels, first.kernel_size, first.stride, first.padding,
+                   groups=k, bias=first.bias is not None, device=first.weight.device, dtype=first.weight.dtype)
+    with torch.no_grad():
+        # Both kinds keep their groups along the weight's first dimension (in_channels of a transposed
+        # convolution, out_channels of a plain one), so the K weights stack there.
+        grouped.weight.copy_(torch.cat([c.weight for c in convs]))
+        if first.bias is not None:
+            grouped.bias.copy_(torch.cat([c.bias for c in convs]))
+    return grouped
+
+
 class ClassDecoders(nn.Module):
     """The decoders (and encoders) of class-specific VAE-GANs, applied to each example by its label.
 
     Frozen and in eval mode: attacks need gradients w.r.t. latents only. Decoding runs through copies of the
     decoders with their batch norms folded in (`folded_decoder`), which give the same images, faster.
+    `layout`: per_class runs each class's decoder on its examples (one pass per class in the batch);
+    grouped runs all of them as one network (`GroupedDecoder`), which launches the operators of one decoder.
     """
 
-    def __init__(self, models: Sequence[nn.Module]):
+    def __init__(self, models: Sequence[nn.Module], layout: str = "per_class"):
         super().__init__()
+        if layout not in DECODER_LAYOUTS:
+            raise ValueError(f"decoder layout must be one of {DECODER_LAYOUTS}, got '{layout}'")
         self.models = nn.ModuleList(models)
         self.requires_grad_(False)
         self.eval()
+        self.layout = layout
         self.decoders = nn.ModuleList(fast_layout(folded_decoder(m.decoder), model_device(m)) for m in models)
+        self.grouped = fast_layout(GroupedDecoder(self.decoders), model_device(models[0])) \
+            if layout == "grouped" else None
 
     @property
     def bound(self) -> float:
@@ -68,6 +141,8 @@ class ClassDecoders(nn.Module):
 
     def decode(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Images decoded from latents `z` by the VAE-GAN of each example's class."""
+        if self.grouped is not None:
+            return self.grouped(z, labels)
         return self._per_class(lambda c, x: self.decoders[c](x), z, labels)
 
     @torch.no_grad()
