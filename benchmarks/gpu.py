@@ -1,6 +1,8 @@
 """The paper grid's costs measured on one GPU, in a single run sized for a short lease of the machine.
 
 Sections (each prints as it goes and adds to one JSON file, so a run stopped at its limit keeps what it did):
+- `decoders`: the ten class decoders run class by class against as one grouped network: operators and seconds
+  of a decode pass and of a learned-manifold lock step at M = 1, 5 and 65 stacked models.
 - `starts`: seconds to draw an example's random start on the CPU and on the device, and that both draw the same.
 - `steps`: seconds per lock step of M stacked models (batch 100 each) in every training mode at the paper's
   attack (40 steps), for M from 1 to 65: the step costs the estimate (benchmarks/paper_estimate.py) integrates
@@ -43,8 +45,9 @@ import torch
 from manifold_robustness import attacks as attacks_module
 from manifold_robustness.attacks import AttackConfig, pgd, restart_noise, success_rates
 from manifold_robustness.device import configure_torch, resolve_device
-from manifold_robustness.onmanifold import (ClassDecoders, learned_manifold_adversary, learned_manifold_attack,
-                                            transformation_adversary, true_manifold_adversary, true_manifold_attack)
+from manifold_robustness.onmanifold import (DECODER_LAYOUTS, ClassDecoders, learned_manifold_adversary,
+                                            learned_manifold_attack, transformation_adversary,
+                                            true_manifold_adversary, true_manifold_attack)
 from manifold_robustness.stacked import train_stacked
 from manifold_robustness.training import TrainConfig, error_rate, train_classifier
 from manifold_robustness.transformer import PRESETS
@@ -151,11 +154,11 @@ def glyph_bank(images: torch.Tensor, labels: torch.Tensor, fonts: int) -> torch.
     return torch.stack([images[labels == c][:fonts, 0] for c in range(10)], dim=1)
 
 
-def paper_decoders(device: torch.device) -> ClassDecoders:
+def paper_decoders(device: torch.device, layout: str = "per_class") -> ClassDecoders:
     """Ten paper-width VAE-GANs with their initial weights (timing only; narrow ones for --tiny)."""
     torch.manual_seed(0)
     cfg = replace(PAPER_VAEGAN, channels=(8, 16, 32)) if TINY else PAPER_VAEGAN
-    return ClassDecoders([VAEGAN(cfg).to(device).eval() for _ in range(10)])
+    return ClassDecoders([VAEGAN(cfg).to(device).eval() for _ in range(10)], layout=layout)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -386,6 +389,62 @@ def steps_section(data: dict, device: torch.device, budget: Budget, results: Res
         results.add("steps", out)
 
 
+def decoders_section(data: dict, device: torch.device, budget: Budget, results: Results, tiny: bool) -> None:
+    """The ten class decoders run class by class (`per_class`, the workflow's) against as one grouped network
+    (`grouped`): a decode pass, forward and backward (one iteration of a learned-manifold attack), for the 50
+    attacked examples of each of M models, in operators launched (on CUDA also kernels) and seconds; and the
+    learned-manifold lock step of M stacked models, in operators and seconds."""
+    from speed import operator_launches  # a sibling script
+
+    n = 200 if tiny else 500  # at least two lock steps: a step's launches are the difference of two runs
+    stacks = [1, 2] if tiny else [1, 5, 65]
+    x, y = data["train_images"][:n], data["train_labels"][:n]
+    made = {layout: paper_decoders(device, layout) for layout in DECODER_LAYOUTS}
+    out: dict[str, dict] = {"pass": {}, "step": {}}
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    for m in stacks:
+        labels = data["train_labels"][: 50 * m]
+        z = torch.randn(len(labels), PAPER_VAEGAN.latent_dim, generator=gen).to(device)
+        for layout, decoders in made.items():
+            def decode_pass(decoders=decoders) -> None:
+                v = z.clone().requires_grad_(True)
+                torch.autograd.grad(decoders.decode(v, labels).sum(), v)
+
+            decode_pass()  # warm-up
+            repeats = 3 if tiny else 20
+            seconds, _ = timed(device, lambda: [decode_pass() for _ in range(repeats)])
+            row = {"seconds": seconds / repeats, **operator_launches(device, decode_pass)}
+            out["pass"][f"{layout}_M{m}"] = row
+            print(f"  decode pass, {len(labels):5d} examples, {layout:9s}: {row['seconds'] * 1e3:8.2f} ms, "
+                  + ", ".join(f"{row[k]} {k}" for k in row if k != "seconds"), flush=True)
+    for m in stacks:
+        for layout, decoders in made.items():
+            if budget.left() < 40:
+                print(f"  lock step M {m} {layout}: skipped, budget spent")
+                continue
+            adversary = learned_manifold_adversary(decoders, decoders.encode_mean(x, y))
+            cfgs = [TrainConfig(mode="onmanifold_learned", epochs=1, seed=s, attack=TRAIN_ATTACK) for s in range(m)]
+
+            def train(k: int, cfgs=cfgs, adversary=adversary) -> object:
+                return train_stacked(x[:k], y[:k], cfgs, progress=False, adversary=adversary)
+
+            train(100)  # warm-up: one step
+            seconds, _ = timed(device, lambda: train(n))
+            # One lock step's launches: a run of two steps less a run of one, so that set-up drops out.
+            two, one = operator_launches(device, lambda: train(200)), operator_launches(device, lambda: train(100))
+            row = {"seconds": seconds / (n // 100), **{k: two[k] - one[k] for k in two}}
+            out["step"][f"{layout}_M{m}"] = row
+            print(f"  learned-manifold lock step, M {m:2d}, {layout:9s}: {row['seconds'] * 1e3:8.1f} ms, "
+                  + ", ".join(f"{row[k]} {k}" for k in row if k != "seconds"), flush=True)
+    for kind, rows in out.items():
+        for m in stacks:
+            base, grouped = rows.get(f"per_class_M{m}"), rows.get(f"grouped_M{m}")
+            if base and grouped:
+                print(f"  {kind} at M {m}: grouped {base['seconds'] / grouped['seconds']:.2f}x as fast, "
+                      f"{base['operators'] / grouped['operators']:.2f}x fewer operators")
+    results.add("decoders", out)
+
+
 def knobs_section(data: dict, device: torch.device, budget: Budget, results: Results, tiny: bool) -> None:
     """At M = 65: what cuDNN's algorithm search, non-deterministic kernels and bf16 autocast change per step."""
     n, m = (100, 2) if tiny else (500, 65)
@@ -445,8 +504,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--budget-s", type=float, default=300.0)
-    parser.add_argument("--only", nargs="*", default=["starts", "steps", "multi_n", "knobs", "attacks"],
-                        help="sections: starts steps multi_n knobs attacks train precision vaegan")
+    parser.add_argument("--only", nargs="*", default=["decoders", "starts", "steps", "multi_n", "knobs", "attacks"],
+                        help="sections: decoders starts steps multi_n knobs attacks train precision vaegan")
     parser.add_argument("--tiny", action="store_true", help="every size shrunk: a smoke test on the CPU")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ROOT / "benchmarks" / "out" / "gpu"))
                         / "gpu.json")
@@ -468,6 +527,8 @@ def main(argv: list[str] | None = None) -> None:
             starts_section(DEVICE, results, args.tiny)
         elif section == "steps":
             steps_section(data, DEVICE, budget, results, args.tiny)
+        elif section == "decoders":
+            decoders_section(data, DEVICE, budget, results, args.tiny)
         elif section == "knobs":
             knobs_section(data, DEVICE, budget, results, args.tiny)
         elif section == "multi_n":
