@@ -51,7 +51,8 @@ def workflow_config(**claims) -> dict:
     section.update(claims)
     figures = {k: v["default"] for k, v in schema["figures"]["properties"].items()}
     return dict(scale="quick", datasets=["fonts"], claims=section, figures=figures,
-                classifiers=dict(seeds=[0, 1, 2], n_train=list(N_GRID)))
+                classifiers=dict(seeds=[0, 1, 2], n_train=list(N_GRID), epochs=10), pgd=dict(n_test=500),
+                onmanifold=dict(n_test=150))
 
 
 def distance_file(path: Path, pgd: np.ndarray, onm: np.ndarray, manifold: str = "true") -> str:
@@ -447,8 +448,21 @@ def test_a_check_beyond_the_paper_never_fails_a_claim() -> None:
     assert C.claim_verdict([beyond]) == "FAIL (beyond the paper)"
 
 
-def test_paper_scale_is_not_called_quick() -> None:
-    assert "quick" not in C.scale_note("paper") and "quick scale" in C.scale_note("quick")
+def test_scale_note_reads_the_grid_from_the_config() -> None:
+    """The note names what is below the paper's grid, from the config's values, and what matches it."""
+    quick = workflow_config()
+    note = C.scale_note(quick)
+    assert "quick scale" in note and "3 seeds (the paper: 5)" in note and "10 epochs (the paper: 20)" in note
+    assert f"N up to {max(N_GRID):,} (the paper: 40,000)" in note
+    assert "on-manifold attacks on 150 (the paper: 2,500)" in note
+    deciding = workflow_config()
+    deciding["scale"] = "decide"
+    deciding["classifiers"].update(seeds=[0, 1, 2, 3, 4], epochs=20,
+                                   n_train_per_mode={"fonts": {"adversarial": [20000]}})
+    note = C.scale_note(deciding)
+    assert "N up to 20,000 (the paper: 40,000)" in note and "the paper's 5 seeds and 20 epochs" in note
+    assert "seeds (the paper" not in note and "epochs (the paper" not in note
+    assert "quick" not in C.scale_note({**quick, "scale": "paper"})
 
 
 # --- The report's text, pinned -----------------------------------------------------------------------------------

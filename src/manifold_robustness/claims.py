@@ -558,16 +558,34 @@ def claims_document(checks: Sequence[Check], cfg: Mapping, calibration: Sequence
                                        for d in PAPER_DATASETS}
             entry["paper_checks"] = [_check_json(ch) for ch in paper]
         claims.append(entry)
-    return {"scale": cfg["scale"], "scale_note": scale_note(cfg["scale"]), "datasets_run": list(cfg["datasets"]),
+    return {"scale": cfg["scale"], "scale_note": scale_note(cfg), "datasets_run": list(cfg["datasets"]),
             "seeds": list(cfg["classifiers"]["seeds"]), "n_train": sorted(cfg["classifiers"]["n_train"]),
             "claims_config": dict(cfg["claims"]), "claims": claims}
 
 
-def scale_note(scale: str) -> str:
+# The paper's grid (its supplement): what a run's scale note compares the run's config with.
+PAPER_GRID = {"n_max": 40_000, "seeds": 5, "epochs": 20, "pgd_images": 1000, "onmanifold_images": 2500}
+
+
+def scale_note(cfg: Mapping) -> str:
+    """One sentence on how this run's grid differs from the paper's, read from the config (not from its label):
+    largest N, seeds, epochs and the test images the attacks see."""
+    scale = cfg["scale"]
     if scale == "paper":
         return "A run of the paper's grid."
-    return (f"A run at {scale} scale (config scale: {scale}): fewer values of N, seeds and epochs than the paper, so "
-            "the verdicts below say whether the effects show at this scale, not whether the paper's numbers hold.")
+    c = cfg["classifiers"]
+    per_mode = [n for modes in (c.get("n_train_per_mode") or {}).values() for ns in modes.values() for n in ns]
+    run = {"n_max": max([*c["n_train"], *per_mode]), "seeds": len(c["seeds"]), "epochs": c["epochs"],
+           "pgd_images": cfg["pgd"]["n_test"], "onmanifold_images": cfg["onmanifold"]["n_test"]}
+    words = {"n_max": "N up to {:,}", "seeds": "{:,} seed" + "s" * (run["seeds"] != 1), "epochs": "{:,} epochs",
+             "pgd_images": "PGD on {:,} test images", "onmanifold_images": "on-manifold attacks on {:,}"}
+    fewer = [f"{words[k].format(run[k])} (the paper: {PAPER_GRID[k]:,})" for k in words if run[k] < PAPER_GRID[k]]
+    same = [words[k].format(run[k]) for k in ("seeds", "epochs") if run[k] >= PAPER_GRID[k]]
+    text = f"A run at {scale} scale (config scale: {scale}): " + ("; ".join(fewer) or "the paper's grid")
+    if same:
+        text += f", the paper's {' and '.join(same)}"
+    return (text + ". So the verdicts below say whether the effects show at this scale, not whether the paper's "
+            "numbers hold.")
 
 
 def _check_json(ch: Check) -> dict:
