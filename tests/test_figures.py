@@ -132,6 +132,31 @@ def test_fig3_draws_without_optional_modes(tmp_path: Path) -> None:
     assert_png(tmp_path / "f3.png")
 
 
+DECIDE_N = (250, 500, 1000, 2000, 3000, 4000, 5000, 7500, 10000, 15000, 20000)
+
+
+@pytest.mark.parametrize("sizes", [DECIDE_N, (500, 1000, 4000), (250, 500, 1000, 1500, 2000, 2500, 5000, 7500,
+                                                                10000, 15000, 20000, 30000, 40000)])
+def test_labelled_n_spaces_labels_and_keeps_both_ends(sizes) -> None:
+    labelled = figures.labelled_n(sizes)
+    assert labelled[0] == min(sizes) and labelled[-1] == max(sizes) and set(labelled) <= set(sizes)
+    assert all(b >= figures.LABELLED_N_RATIO * a for a, b in zip(labelled, labelled[1:])), labelled
+
+
+def test_fig3_ticks_every_n_and_labels_only_those_with_room(tmp_path: Path, monkeypatch) -> None:
+    """On a grid with N 1.33x apart (the deciding study's), every N keeps a tick, but labels are spaced."""
+    df = metrics_frame()
+    df = pd.concat([df[df["n_train"] == 250].assign(n_train=n) for n in DECIDE_N], ignore_index=True)
+    drawn = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, *paths: drawn.append(fig))
+    fig3_onmanifold_robustness(df, tmp_path / "f3.pdf", tmp_path / "f3.png")
+    top = drawn[0].axes[0]
+    major, minor = list(top.xaxis.get_majorticklocs()), list(top.xaxis.get_minorticklocs())
+    assert sorted(major + minor) == list(DECIDE_N)
+    assert [t.get_text() for t in top.xaxis.get_majorticklabels()] == [f"{n:,}" for n in figures.labelled_n(DECIDE_N)]
+    assert len(major) < len(DECIDE_N)
+
+
 def test_fig3_needs_normal_rows(tmp_path: Path) -> None:
     df = metrics_frame()
     with pytest.raises(ValueError, match="no 'normal' rows"):

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
-from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator  # noqa: E402
+from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -355,13 +355,36 @@ def _mean_sd(data: pd.DataFrame, column: str) -> pd.DataFrame:
     return stats
 
 
+# Neighbouring N labels on a log axis at column width need about a factor of 2 between them ("20,000" is as wide as
+# the step from 10,000 to 20,000 in a panel spanning 250 to 20,000).
+LABELLED_N_RATIO = 1.95
+
+
+def labelled_n(sizes: Sequence[int]) -> list[int]:
+    """The N that get a label: from the smallest up, each at least LABELLED_N_RATIO times the last labelled one,
+    and the largest always (in place of the one before it where they would collide)."""
+    sizes = sorted(sizes)
+    labelled = sizes[:1]
+    for n in sizes[1:]:
+        if n >= LABELLED_N_RATIO * labelled[-1]:
+            labelled.append(n)
+    if sizes and labelled[-1] != sizes[-1]:
+        if len(labelled) > 1 and sizes[-1] < LABELLED_N_RATIO * labelled[-1]:
+            labelled.pop()
+        labelled.append(sizes[-1])
+    return labelled
+
+
 def _n_axis(ax: plt.Axes, sizes: Sequence[int]) -> None:
-    """Log x-axis with a tick at every N."""
+    """Log x-axis with a tick at every N and a label where it has room (labelled_n); the others are minor ticks."""
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(FixedLocator(list(sizes)))
-    ax.xaxis.set_major_formatter(FixedFormatter([f"{n:,}" for n in sizes]))
-    ax.xaxis.set_minor_locator(NullLocator())
+    major = labelled_n(sizes)
+    ax.xaxis.set_major_locator(FixedLocator(major))
+    ax.xaxis.set_major_formatter(FixedFormatter([f"{n:,}" for n in major]))
+    ax.xaxis.set_minor_locator(FixedLocator([n for n in sizes if n not in major]))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.tick_params(axis="x", labelsize=6.5)
+    ax.tick_params(axis="x", which="minor", length=2, bottom=True)
 
 
 def _manifold_name(data: pd.DataFrame, success_column: str) -> str:
