@@ -462,6 +462,8 @@ def test_scale_note_reads_the_grid_from_the_config() -> None:
     note = C.scale_note(deciding)
     assert "N up to 20,000 (the paper: 40,000)" in note and "the paper's 5 seeds and 20 epochs" in note
     assert "seeds (the paper" not in note and "epochs (the paper" not in note
+    deciding["classifiers"]["epochs"] = 30
+    assert "30 epochs (the paper: 20)" in C.scale_note(deciding)
     assert "quick" not in C.scale_note({**quick, "scale": "paper"})
 
 

@@ -579,9 +579,9 @@ def scale_note(cfg: Mapping) -> str:
            "pgd_images": cfg["pgd"]["n_test"], "onmanifold_images": cfg["onmanifold"]["n_test"]}
     words = {"n_max": "N up to {:,}", "seeds": "{:,} seed" + "s" * (run["seeds"] != 1), "epochs": "{:,} epochs",
              "pgd_images": "PGD on {:,} test images", "onmanifold_images": "on-manifold attacks on {:,}"}
-    fewer = [f"{words[k].format(run[k])} (the paper: {PAPER_GRID[k]:,})" for k in words if run[k] < PAPER_GRID[k]]
-    same = [words[k].format(run[k]) for k in ("seeds", "epochs") if run[k] >= PAPER_GRID[k]]
-    text = f"A run at {scale} scale (config scale: {scale}): " + ("; ".join(fewer) or "the paper's grid")
+    other = [f"{words[k].format(run[k])} (the paper: {PAPER_GRID[k]:,})" for k in words if run[k] != PAPER_GRID[k]]
+    same = [words[k].format(run[k]) for k in ("seeds", "epochs") if run[k] == PAPER_GRID[k]]
+    text = f"A run at {scale} scale (config scale: {scale}): " + ("; ".join(other) or "the paper's grid")
     if same:
         text += f", the paper's {' and '.join(same)}"
     return (text + ". So the verdicts below say whether the effects show at this scale, not whether the paper's "
