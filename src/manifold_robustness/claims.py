@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .grid import largest_n
 from .io import atomic_path
 
 PAPER_DATASETS = ("fonts", "emnist", "fashion")
@@ -574,8 +575,7 @@ def scale_note(cfg: Mapping) -> str:
     if scale == "paper":
         return "A run of the paper's grid."
     c = cfg["classifiers"]
-    per_mode = [n for modes in (c.get("n_train_per_mode") or {}).values() for ns in modes.values() for n in ns]
-    run = {"n_max": max([*c["n_train"], *per_mode]), "seeds": len(c["seeds"]), "epochs": c["epochs"],
+    run = {"n_max": largest_n(cfg), "seeds": len(c["seeds"]), "epochs": c["epochs"],
            "pgd_images": cfg["pgd"]["n_test"], "onmanifold_images": cfg["onmanifold"]["n_test"]}
     words = {"n_max": "N up to {:,}", "seeds": "{:,} seed" + "s" * (run["seeds"] != 1), "epochs": "{:,} epochs",
              "pgd_images": "PGD on {:,} test images", "onmanifold_images": "on-manifold attacks on {:,}"}
